@@ -1,0 +1,34 @@
+"""qr-sampler: every token chosen by bytes from an entropy source.
+
+The names here are the surface a plugin author needs; importing this package
+never imports torch or vLLM.
+"""
+
+from qr_sampler.config import QRSamplerConfig, SamplingOptions
+from qr_sampler.entropy.base import EntropySource
+from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
+from qr_sampler.entropy.system import SystemEntropySource
+from qr_sampler.errors import (
+    ConfigValidationError,
+    EntropyUnavailableError,
+    PluginError,
+    QRSamplerError,
+)
+from qr_sampler.hookspecs import hookimpl
+from qr_sampler.settings import QRSettings, mask_secret
+
+__all__ = [
+    "ConfigValidationError",
+    "EntropyDraw",
+    "EntropySource",
+    "EntropyUnavailableError",
+    "FallbackEntropySource",
+    "PluginError",
+    "QRSamplerConfig",
+    "QRSamplerError",
+    "QRSettings",
+    "SamplingOptions",
+    "SystemEntropySource",
+    "hookimpl",
+    "mask_secret",
+]

@@ -1,0 +1,27 @@
+"""The default plugin: core's own components, registered like any third-party plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from qr_sampler.amplification import ZScoreMeanAmplifier
+from qr_sampler.entropy.system import SystemEntropySource
+from qr_sampler.hookspecs import hookimpl
+from qr_sampler.temperature import EntropyDependentTemperature, FixedTemperature
+
+
+@hookimpl
+def register_entropy_sources(register: Callable[..., None]) -> None:
+    register("system", SystemEntropySource)
+
+
+@hookimpl
+def register_amplifiers(register: Callable[[str, Any], None]) -> None:
+    register("zscore_mean", ZScoreMeanAmplifier())
+
+
+@hookimpl
+def register_temperature_strategies(register: Callable[[str, Any], None]) -> None:
+    register("fixed", FixedTemperature())
+    register("edt", EntropyDependentTemperature())

@@ -1,0 +1,170 @@
+"""``QRSamplerConfig``: server-wide settings from ``QR_*`` variables, per-request overrides
+from ``SamplingParams.extra_args`` keys ``qr_<field>``."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from qr_sampler.errors import ConfigValidationError
+from qr_sampler.settings import QRSettings, describe_validation_error
+
+REQUEST_KEY_PREFIX = "qr_"
+
+# The standard deviation of one byte drawn uniformly from {0, ..., 255}: a discrete
+# uniform over n = 256 values has variance (n^2 - 1) / 12. The continuous formula
+# 255 / sqrt(12) = 73.612 understates it, which makes |z| too large and u too
+# dispersed towards 0 and 1.
+DISCRETE_UNIFORM_BYTE_STD = math.sqrt((256**2 - 1) / 12)
+
+LogLevel = Literal["none", "summary", "full"]
+
+
+class SamplingOptions(BaseModel):
+    """The settings a single request may override with ``qr_<field>``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    signal_amplifier_type: str = Field("zscore_mean", description="Bytes-to-u amplifier")
+    sample_count: int = Field(20480, ge=1, le=1 << 22, description="Entropy bytes per token")
+    population_mean: float = Field(127.5, description="Mean of one byte under the null")
+    population_std: float = Field(
+        DISCRETE_UNIFORM_BYTE_STD, gt=0, description="Std of one byte under the null"
+    )
+    uniform_clamp_epsilon: float = Field(
+        1e-10, gt=0, lt=0.5, description="u is clamped to (eps, 1 - eps)"
+    )
+    temperature_strategy: str = Field("fixed", description="fixed or edt (or a plugin's)")
+    fixed_temperature: float = Field(0.7, ge=0, description="Temperature; 0 is greedy")
+    edt_base_temp: float = Field(0.8, ge=0, description="EDT: T = base * H_norm ** exponent")
+    edt_exponent: float = Field(0.5, ge=0, description="EDT exponent")
+    edt_min_temp: float = Field(0.1, ge=0, description="EDT lower clamp")
+    edt_max_temp: float = Field(2.0, ge=0, description="EDT upper clamp")
+    top_k: int = Field(0, description="Keep the k most probable tokens; <= 0 disables")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass; 1.0 disables")
+    log_level: LogLevel = Field("summary", description="Python logging: none, summary, full")
+    diagnostic_mode: bool = Field(False, description="Keep recent token records in memory")
+    bypass: bool = Field(False, description="Leave the request to vLLM's own sampler")
+    tag: str = Field("", max_length=256, description="Free label copied into every record")
+
+    @model_validator(mode="after")
+    def _edt_bounds_ordered(self) -> SamplingOptions:
+        if self.edt_min_temp > self.edt_max_temp:
+            raise ValueError(
+                f"edt_min_temp ({self.edt_min_temp}) must not exceed "
+                f"edt_max_temp ({self.edt_max_temp})"
+            )
+        return self
+
+    def config_hash(self) -> str:
+        """Identifies the settings that decide a token (not labels or logging)."""
+        decisive = self.model_dump(exclude={"tag", "log_level", "diagnostic_mode", "bypass"})
+        blob = json.dumps(decisive, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+PER_REQUEST_FIELDS = frozenset(SamplingOptions.model_fields)
+
+
+class QRSamplerConfig(QRSettings, SamplingOptions):
+    """Everything core reads from ``QR_*`` variables and the ``QR_ENV_FILE`` dotenv."""
+
+    model_config = SettingsConfigDict(env_prefix="QR_", extra="ignore", frozen=True)
+
+    entropy_source_type: str = Field("system", description="Registered entropy source name")
+    fallback_mode: Literal["system", "error"] = Field(
+        "system", description="On source failure: draw from os.urandom (flagged) or fail"
+    )
+    log_path: str = Field("", description="Append one JSON line per token here; empty = off")
+
+    @field_validator("entropy_source_type")
+    @classmethod
+    def _source_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name an entropy source, e.g. 'system'")
+        return value.strip()
+
+    def sampling_options(self) -> SamplingOptions:
+        return SamplingOptions.model_validate(self.model_dump(include=PER_REQUEST_FIELDS))
+
+
+INFRASTRUCTURE_FIELDS = frozenset(QRSamplerConfig.model_fields) - PER_REQUEST_FIELDS
+
+
+def request_overrides(extra_args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``qr_*`` entries of a request's ``extra_args``, keyed by field name.
+
+    Keys without the prefix belong to other processors and are ignored; unknown
+    ``qr_*`` keys and server-wide settings are refused with a message naming them.
+    """
+    overrides: dict[str, Any] = {}
+    for key, value in (extra_args or {}).items():
+        if not key.startswith(REQUEST_KEY_PREFIX):
+            continue
+        field = key[len(REQUEST_KEY_PREFIX) :]
+        if field in INFRASTRUCTURE_FIELDS:
+            raise ConfigValidationError(
+                f"{key} is a server setting and cannot be set per request; "
+                f"set QR_{field.upper()} where the server starts"
+            )
+        if field not in PER_REQUEST_FIELDS:
+            raise ConfigValidationError(f"unknown request key {key!r}{_suggest(field)}")
+        overrides[field] = value
+    return overrides
+
+
+def resolve_options(
+    defaults: SamplingOptions,
+    extra_args: Mapping[str, Any] | None,
+    amplifiers: Mapping[str, object],
+    temperature_strategies: Mapping[str, object],
+) -> SamplingOptions:
+    """The effective options of one request: server defaults plus its ``qr_*`` overrides.
+
+    Strings such as ``"true"``, ``"1"`` and ``"0.9"`` are accepted because vLLM's
+    OpenAI server passes ``vllm_xargs`` values only as str, int or float.
+    """
+    overrides = request_overrides(extra_args)
+    if overrides:
+        try:
+            options = SamplingOptions.model_validate({**defaults.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigValidationError(
+                describe_validation_error(exc, REQUEST_KEY_PREFIX, upper=False)
+            ) from None
+    else:
+        options = defaults
+    check_registered(options, amplifiers, temperature_strategies, REQUEST_KEY_PREFIX)
+    return options
+
+
+def check_registered(
+    options: SamplingOptions,
+    amplifiers: Mapping[str, object],
+    temperature_strategies: Mapping[str, object],
+    prefix: str,
+) -> None:
+    """Amplifier and temperature names must be ones a plugin registered."""
+    for field, known in (
+        ("signal_amplifier_type", amplifiers),
+        ("temperature_strategy", temperature_strategies),
+    ):
+        value = getattr(options, field)
+        if value not in known:
+            name = f"{prefix}{field}"
+            name = name.upper() if prefix.isupper() else name
+            raise ConfigValidationError(
+                f"{name}: unknown value {value!r}; registered: {', '.join(sorted(known))}"
+            )
+
+
+def _suggest(field: str) -> str:
+    close = difflib.get_close_matches(field, sorted(PER_REQUEST_FIELDS), n=1)
+    return f"; did you mean '{REQUEST_KEY_PREFIX}{close[0]}'?" if close else ""

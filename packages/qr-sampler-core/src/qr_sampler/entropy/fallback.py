@@ -1,0 +1,102 @@
+"""Wraps the configured source so that an outage is flagged, never hidden."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from qr_sampler.entropy.base import EntropySource, check_byte_count
+from qr_sampler.errors import EntropyUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EntropyDraw:
+    """Bytes together with where they came from, for the token records."""
+
+    data: bytes
+    source: str
+    fallback: bool
+    fetch_ms: float
+
+
+class FallbackEntropySource(EntropySource):
+    """Serves from ``primary``; on ``EntropyUnavailableError`` serves from ``fallback``.
+
+    With ``fallback=None`` (``QR_FALLBACK_MODE=error``) the error propagates, which
+    is what a strict experiment wants: no token from any other source.
+    """
+
+    def __init__(self, primary: EntropySource, fallback: EntropySource | None) -> None:
+        self.primary = primary
+        self.fallback = fallback
+        self.name = primary.name
+        self._lock = threading.Lock()
+        self._failing = False
+        self._fallback_draws = 0
+
+    def draw(self, n: int) -> EntropyDraw:
+        """Fetch ``n`` bytes and say which source delivered them."""
+        check_byte_count(n)
+        start = time.perf_counter()
+        try:
+            data = self.primary.get_random_bytes(n)
+            if len(data) != n:
+                raise EntropyUnavailableError(
+                    f"source {self.primary.name!r} returned {len(data)} bytes, expected {n}"
+                )
+        except EntropyUnavailableError as exc:
+            if self.fallback is None:
+                raise
+            self._note_failure(exc)
+            data = self.fallback.get_random_bytes(n)
+            return EntropyDraw(data, self.fallback.name, True, _ms_since(start))
+        self._note_recovery()
+        return EntropyDraw(data, self.primary.name, False, _ms_since(start))
+
+    def get_random_bytes(self, n: int) -> bytes:
+        return self.draw(n).data
+
+    def _note_failure(self, exc: EntropyUnavailableError) -> None:
+        # One warning per outage, not one per token: a dead server must not flood logs.
+        with self._lock:
+            self._fallback_draws += 1
+            first = not self._failing
+            self._failing = True
+        if first:
+            assert self.fallback is not None
+            logger.warning(
+                "entropy source %r unavailable (%s); drawing from %r, every such token "
+                "is flagged fallback=true",
+                self.primary.name,
+                exc,
+                self.fallback.name,
+            )
+
+    def _note_recovery(self) -> None:
+        with self._lock:
+            recovered = self._failing
+            self._failing = False
+        if recovered:
+            logger.warning("entropy source %r recovered", self.primary.name)
+
+    def health_check(self) -> dict[str, Any]:
+        return {
+            "source": self.primary.name,
+            "primary": self.primary.health_check(),
+            "fallback": self.fallback.name if self.fallback is not None else None,
+            "fallback_draws": self._fallback_draws,
+        }
+
+    def close(self) -> None:
+        self.primary.close()
+        if self.fallback is not None:
+            self.fallback.close()
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

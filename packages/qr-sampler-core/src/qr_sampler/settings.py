@@ -1,0 +1,97 @@
+"""The settings base that core and every entropy source build their settings on.
+
+All of them read the same dotenv file (``QR_ENV_FILE``, default ``.env``) and the
+process environment, which wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qr_sampler.errors import ConfigValidationError
+
+ENV_FILE_VARIABLE = "QR_ENV_FILE"
+DEFAULT_ENV_FILE = ".env"
+
+_S = TypeVar("_S", bound="QRSettings")
+
+
+def env_file_path() -> str:
+    """The dotenv file every settings class reads."""
+    return os.environ.get(ENV_FILE_VARIABLE, DEFAULT_ENV_FILE)
+
+
+class QRSettings(BaseSettings):
+    """Base for ``QRSamplerConfig`` and for the settings of entropy sources.
+
+    Subclasses set ``env_prefix``; fields listed in ``secret_fields`` are never
+    shown unmasked by ``qr-sampler config``.
+    """
+
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        allow_inf_nan=False,
+        env_file_encoding="utf-8",
+    )
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def load(cls: type[_S], env_file: str | None = None, **overrides: Any) -> _S:
+        """Read the environment and the dotenv file; bad values raise ``ConfigValidationError``."""
+        path = env_file if env_file is not None else env_file_path()
+        try:
+            return cls(_env_file=path, **overrides)
+        except ValidationError as exc:
+            raise ConfigValidationError(
+                describe_validation_error(
+                    exc, cls.env_prefix_value(), upper=True, secrets=cls.secret_fields
+                )
+            ) from None
+
+    @classmethod
+    def env_prefix_value(cls) -> str:
+        return str(cls.model_config.get("env_prefix", ""))
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Map every environment variable this class reads to its field name."""
+        prefix = cls.env_prefix_value()
+        return {f"{prefix}{name}".upper(): name for name in cls.model_fields}
+
+    def redacted(self) -> dict[str, Any]:
+        """The values with secrets masked, safe to print."""
+        values = self.model_dump(mode="json")
+        for name in self.secret_fields:
+            values[name] = mask_secret(str(values.get(name) or ""))
+        return values
+
+
+def mask_secret(value: str) -> str:
+    """``****abcd`` for a set secret (a hint to tell keys apart), ``""`` for none."""
+    if not value:
+        return ""
+    return "****" + value[-4:] if len(value) >= 12 else "****"
+
+
+def describe_validation_error(
+    exc: ValidationError, prefix: str, *, upper: bool, secrets: frozenset[str] = frozenset()
+) -> str:
+    """One line per problem, naming the variable or request key as the user wrote it."""
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        if not field:  # a check across fields: its message names them
+            lines.append(error["msg"].removeprefix("Value error, "))
+            continue
+        name = f"{prefix}{field}".upper() if upper else f"{prefix}{field}"
+        # A rejected secret is still a secret: never echo it back.
+        shown = "" if field in secrets else f" (got {error.get('input')!r})"
+        lines.append(f"{name}: {error['msg']}{shown}")
+    return "; ".join(lines)

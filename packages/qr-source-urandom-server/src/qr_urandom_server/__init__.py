@@ -1,0 +1,51 @@
+"""Reference ``qr_entropy.EntropyService`` gRPC server backed by ``os.urandom``.
+
+The server speaks standard protobuf (``qr_entropy/v1/entropy_service.proto``), has server
+reflection and the standard gRPC health service on, and is what the ``urandom`` deployment
+profile runs next to vLLM. Programmatic use (tests, other packages' fault tests)::
+
+    from qr_urandom_server import serve_in_background
+
+    with serve_in_background("127.0.0.1:0") as server:
+        target = server.address          # e.g. "127.0.0.1:43121"
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from qr_urandom_server.server import (
+    DEFAULT_DEVICE_ID,
+    DEFAULT_MAX_BYTES_PER_REQUEST,
+    DEFAULT_MAX_WORKERS,
+    GET_ENTROPY_METHOD_PATH,
+    SERVICE_NAME,
+    STREAM_ENTROPY_METHOD_PATH,
+    ByteSupply,
+    EntropyServer,
+    EntropyServicer,
+    build_server,
+    create_server,
+    serve_in_background,
+)
+
+try:
+    __version__ = version("qr-source-urandom-server")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "DEFAULT_DEVICE_ID",
+    "DEFAULT_MAX_BYTES_PER_REQUEST",
+    "DEFAULT_MAX_WORKERS",
+    "GET_ENTROPY_METHOD_PATH",
+    "SERVICE_NAME",
+    "STREAM_ENTROPY_METHOD_PATH",
+    "ByteSupply",
+    "EntropyServer",
+    "EntropyServicer",
+    "__version__",
+    "build_server",
+    "create_server",
+    "serve_in_background",
+]

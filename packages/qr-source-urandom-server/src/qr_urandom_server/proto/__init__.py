@@ -1,0 +1,1 @@
+"""Reference protocol ``qr_entropy/v1/entropy_service.proto`` and its generated stubs."""

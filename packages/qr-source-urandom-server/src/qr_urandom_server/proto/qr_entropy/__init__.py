@@ -1,0 +1,1 @@
+"""Generated code for the ``qr_entropy`` protobuf package (see ``qr_urandom_server.proto.regen``)."""

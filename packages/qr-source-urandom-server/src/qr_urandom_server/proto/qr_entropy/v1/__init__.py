@@ -1,0 +1,1 @@
+"""Generated code for ``qr_entropy/v1/entropy_service.proto``; do not edit by hand."""
