@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import json
 import math
+from functools import cached_property
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -63,6 +64,7 @@ class SamplingOptions(BaseModel):
             )
         return self
 
+    @cached_property
     def config_hash(self) -> str:
         """Identifies the settings that decide a token (not labels or logging)."""
         decisive = self.model_dump(exclude={"tag", "log_level", "diagnostic_mode", "bypass"})

@@ -12,22 +12,26 @@ profile runs next to vLLM. Programmatic use (tests, other packages' fault tests)
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from qr_urandom_server.server import (
-    DEFAULT_DEVICE_ID,
-    DEFAULT_MAX_BYTES_PER_REQUEST,
-    DEFAULT_MAX_WORKERS,
-    GET_ENTROPY_METHOD_PATH,
-    SERVICE_NAME,
-    STREAM_ENTROPY_METHOD_PATH,
-    ByteSupply,
-    EntropyServer,
-    EntropyServicer,
-    build_server,
-    create_server,
-    serve_in_background,
-)
+if TYPE_CHECKING:
+    from qr_urandom_server.server import (
+        DEFAULT_DEVICE_ID,
+        DEFAULT_MAX_BYTES_PER_REQUEST,
+        DEFAULT_MAX_WORKERS,
+        GET_ENTROPY_METHOD_PATH,
+        SERVICE_NAME,
+        STREAM_ENTROPY_METHOD_PATH,
+        ByteSupply,
+        EntropyServer,
+        EntropyServicer,
+        ServerBindError,
+        build_server,
+        create_server,
+        serve_in_background,
+    )
 
 try:
     __version__ = version("qr-source-urandom-server")
@@ -44,8 +48,17 @@ __all__ = [
     "ByteSupply",
     "EntropyServer",
     "EntropyServicer",
+    "ServerBindError",
     "__version__",
     "build_server",
     "create_server",
     "serve_in_background",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so that ``python -m qr_urandom_server.proto.regen`` works even when the
+    # generated stubs (which the server module imports) are missing or broken.
+    if name in __all__:
+        return getattr(importlib.import_module("qr_urandom_server.server"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,8 @@ Usage::
 protoc writes ``from qr_entropy.v1 import entropy_service_pb2`` into the service stub, which
 only works when ``qr_entropy`` is a top-level package. The stubs live inside
 ``qr_urandom_server.proto``, so that import is rewritten to a relative one, and the module
-name recorded for the message classes is rewritten to the real dotted module path. The proto
+name recorded for the message classes is rewritten to the real dotted module path; the
+untyped service stub gets a ``# mypy: ignore-errors`` header. The proto
 file keeps the name ``qr_entropy/v1/entropy_service.proto`` in the descriptor pool, which is
 what server reflection reports.
 """
@@ -41,7 +42,7 @@ GENERATED_FILES = (
     "qr_entropy/v1/entropy_service_pb2_grpc.py",
 )
 
-_PACKAGE = __name__.rsplit(".", 1)[0]  # "qr_urandom_server.proto"
+_PACKAGE = "qr_urandom_server.proto"  # not __name__: that is "__main__" under -m
 _PROTOC_MODULE = "qr_entropy.v1.entropy_service_pb2"
 _REAL_MODULE = f"{_PACKAGE}.{_PROTOC_MODULE}"
 _REWRITES = (
@@ -65,9 +66,12 @@ def installed_grpcio_tools_version() -> str | None:
         return None
 
 
-def _postprocess(text: str) -> str:
+def _postprocess(rel: str, text: str) -> str:
     for old, new in _REWRITES:
         text = text.replace(old, new)
+    if rel.endswith("_pb2_grpc.py"):
+        # protoc's service stubs are untyped; keep ``mypy --strict`` on the package clean.
+        text = "# mypy: ignore-errors\n" + text
     return text
 
 
@@ -106,13 +110,12 @@ def render(*, allow_version_mismatch: bool = False) -> dict[str, str]:
             raise RegenError(f"protoc failed with exit status {status}")
         out = Path(tmp)
         return {
-            rel: _postprocess((out / rel).read_text(encoding="utf-8")) for rel in GENERATED_FILES
+            rel: _postprocess(rel, (out / rel).read_text(encoding="utf-8"))
+            for rel in GENERATED_FILES
         }
 
 
-def stale_files(
-    root: Path = PROTO_ROOT, *, allow_version_mismatch: bool = False
-) -> list[str]:
+def stale_files(root: Path = PROTO_ROOT, *, allow_version_mismatch: bool = False) -> list[str]:
     """Generated files under ``root`` that differ from a fresh protoc run (or are missing)."""
     fresh = render(allow_version_mismatch=allow_version_mismatch)
     stale = []
@@ -165,9 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for rel in stale:
                 print(f"stale: {args.out / rel}", file=sys.stderr)
             if stale:
-                print(
-                    "regenerate with: python -m qr_urandom_server.proto.regen", file=sys.stderr
-                )
+                print("regenerate with: python -m qr_urandom_server.proto.regen", file=sys.stderr)
                 return 1
             print("generated stubs are up to date")
             return 0

@@ -1,0 +1,35 @@
+"""``qr-sampler``: inspect sources, check configuration, probe the entropy source."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from qr_sampler.cli import config_command, probe_command, sources_command
+from qr_sampler.errors import QRSamplerError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qr-sampler",
+        description="Tools for the qr-sampler vLLM plugin.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (sources_command, config_command, probe_command):
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except QRSamplerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Which ``QR_*`` variables exist: core's, every installed source's, and the process-level ones.
+
+Used to catch typos in the environment and in profile files before they silently
+fall back to defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from dotenv import dotenv_values
+
+from qr_sampler.config import QRSamplerConfig
+from qr_sampler.plugins import LOAD_PLUGINS_VARIABLE, STRICT_PLUGINS_VARIABLE, Registry
+from qr_sampler.settings import ENV_FILE_VARIABLE, QRSettings
+
+PREFIX = "QR_"
+PROCESS_VARIABLES = {
+    ENV_FILE_VARIABLE: "core (process)",
+    LOAD_PLUGINS_VARIABLE: "core (process)",
+    STRICT_PLUGINS_VARIABLE: "core (process)",
+}
+
+
+@dataclass(frozen=True)
+class UnknownVariable:
+    name: str
+    origin: str
+    suggestion: str | None
+
+    def message(self) -> str:
+        hint = f"; did you mean {self.suggestion}?" if self.suggestion else ""
+        return f"unknown variable {self.name} ({self.origin}){hint}"
+
+
+def settings_classes(registry: Registry) -> dict[str, list[type[QRSettings]]]:
+    """Settings classes by owner: ``core`` first, then each source by name."""
+    owners: dict[str, list[type[QRSettings]]] = {"core": [QRSamplerConfig]}
+    for name, component in sorted(registry.entropy_sources.items()):
+        if component.settings:
+            owners[name] = list(component.settings)
+    return owners
+
+
+def known_variables(registry: Registry) -> dict[str, str]:
+    """Every ``QR_*`` name something installed reads, mapped to its owner."""
+    known = dict(PROCESS_VARIABLES)
+    for owner, classes in settings_classes(registry).items():
+        for settings in classes:
+            known.update(dict.fromkeys(settings.env_names(), owner))
+    return known
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """A dotenv file's assignments (values of bare names become empty strings)."""
+    return {key: value or "" for key, value in dotenv_values(path).items()}
+
+
+def unknown_variables(
+    sources: Iterable[tuple[str, Iterable[str]]], known: Mapping[str, str]
+) -> list[UnknownVariable]:
+    """``QR_*`` names from each (origin, names) pair that nothing installed reads."""
+    unknown = []
+    for origin, names in sources:
+        for name in sorted(names):
+            if name.startswith(PREFIX) and name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+                unknown.append(UnknownVariable(name, origin, close[0] if close else None))
+    return unknown
+
+
+def environment_names() -> list[str]:
+    return [name for name in os.environ if name.startswith(PREFIX)]

@@ -1,0 +1,87 @@
+"""Per-slot options of the requests in the running batch, as host arrays.
+
+Engines address requests by slot (the V1 runner by batch row, Model Runner V2 by
+request-state index). Keeping options as columns indexed by slot lets a step
+gather every row's options with one fancy index instead of a loop over rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from qr_sampler.config import SamplingOptions
+
+#: Options the hot path needs as numbers, in column order.
+NUMERIC_FIELDS: tuple[str, ...] = tuple(
+    name
+    for name, field in SamplingOptions.model_fields.items()
+    if field.annotation in (int, float)
+)
+#: Plugin-chosen components, stored as indices into the registry's names.
+CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy")
+#: The first column says whether the slot is sampled by qr-sampler at all.
+COLUMNS: tuple[str, ...] = ("active", *NUMERIC_FIELDS, *CHOICE_FIELDS)
+_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+
+
+class RequestTable:
+    """Options by slot; a slot that holds no request, or a bypassed one, is inactive."""
+
+    def __init__(self, choices: Mapping[str, Mapping[str, object]], capacity: int = 64) -> None:
+        #: For each choice field, the registered names in column-value order.
+        self.choice_names = {field: sorted(choices[field]) for field in CHOICE_FIELDS}
+        self._choice_index = {
+            field: {name: i for i, name in enumerate(names)}
+            for field, names in self.choice_names.items()
+        }
+        self.params = np.zeros((capacity, len(COLUMNS)), dtype=np.float64)
+        self.options: list[SamplingOptions | None] = [None] * capacity
+
+    @staticmethod
+    def column(name: str) -> int:
+        return _INDEX[name]
+
+    def put(self, slot: int, options: SamplingOptions) -> None:
+        self._ensure(slot)
+        row = self.params[slot]
+        row[_INDEX["active"]] = 0.0 if options.bypass else 1.0
+        for name in NUMERIC_FIELDS:
+            row[_INDEX[name]] = float(getattr(options, name))
+        for field in CHOICE_FIELDS:
+            row[_INDEX[field]] = self._choice_index[field][getattr(options, field)]
+        self.options[slot] = options
+
+    def clear(self, slot: int) -> None:
+        if slot < len(self.options):
+            self.params[slot, _INDEX["active"]] = 0.0
+            self.options[slot] = None
+
+    def move(self, src: int, dst: int) -> None:
+        """``dst`` takes over ``src``'s request; ``src`` is left empty."""
+        self._ensure(max(src, dst))
+        self.params[dst] = self.params[src]
+        self.options[dst] = self.options[src]
+        self.clear(src)
+
+    def swap(self, a: int, b: int) -> None:
+        self._ensure(max(a, b))
+        self.params[[a, b]] = self.params[[b, a]]
+        self.options[a], self.options[b] = self.options[b], self.options[a]
+
+    def gather(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """The ``[rows, columns]`` options of the given slots, in row order."""
+        self._ensure(int(slots.max()) if slots.size else 0)
+        return self.params[slots]
+
+    def _ensure(self, slot: int) -> None:
+        capacity = self.params.shape[0]
+        if slot < capacity:
+            return
+        grown = max(slot + 1, capacity * 2)
+        params = np.zeros((grown, len(COLUMNS)), dtype=np.float64)
+        params[:capacity] = self.params
+        self.params = params
+        self.options.extend([None] * (grown - capacity))

@@ -1,0 +1,265 @@
+"""One engine step: fetch entropy, amplify to u, select and force a token per row.
+
+Engine-agnostic; the vLLM adapter maps its requests to slots of ``table`` and
+calls ``sample`` with the slot of every logits row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qr_sampler.amplification import Amplified, SignalAmplifier
+from qr_sampler.config import QRSamplerConfig, SamplingOptions, check_registered, resolve_options
+from qr_sampler.entropy.factory import build_entropy_source
+from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
+from qr_sampler.plugins import Registry, get_registry
+from qr_sampler.records import RecordSink, SummaryLog, TokenRecord
+from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
+from qr_sampler.selection import (
+    Selection,
+    force_tokens,
+    select_tokens,
+    shannon_entropy,
+    sort_descending,
+)
+from qr_sampler.temperature import TemperatureStrategy
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_ACTIVE = RequestTable.column("active")
+_SAMPLE_COUNT = RequestTable.column("sample_count")
+_AMPLIFIER = RequestTable.column("signal_amplifier_type")
+_STRATEGY = RequestTable.column("temperature_strategy")
+
+
+class QRSampler:
+    """Chooses the token of every active row from fresh entropy."""
+
+    def __init__(
+        self,
+        config: QRSamplerConfig | None = None,
+        registry: Registry | None = None,
+        source: FallbackEntropySource | None = None,
+    ) -> None:
+        self.config = config if config is not None else QRSamplerConfig.load()
+        self.registry = registry if registry is not None else get_registry()
+        self.defaults = self.config.sampling_options()
+        check_registered(
+            self.defaults, self.registry.amplifiers, self.registry.temperature_strategies, "QR_"
+        )
+        self.source = (
+            source if source is not None else build_entropy_source(self.config, self.registry)
+        )
+        self.table = RequestTable(
+            {
+                "signal_amplifier_type": self.registry.amplifiers,
+                "temperature_strategy": self.registry.temperature_strategies,
+            }
+        )
+        names = self.table.choice_names
+        self._amplifiers: list[SignalAmplifier] = [
+            self.registry.amplifiers[name].value for name in names["signal_amplifier_type"]
+        ]
+        self._strategies: list[TemperatureStrategy] = [
+            self.registry.temperature_strategies[name].value
+            for name in names["temperature_strategy"]
+        ]
+        self.sink = RecordSink(self.config.log_path)
+        self.summary = SummaryLog(enabled=self.config.log_level != "none")
+        self.steps = 0
+
+    def resolve(self, extra_args: Mapping[str, Any] | None) -> SamplingOptions:
+        """A request's options; ``ConfigValidationError`` for bad ``qr_*`` keys or values."""
+        return resolve_options(
+            self.defaults,
+            extra_args,
+            self.registry.amplifiers,
+            self.registry.temperature_strategies,
+        )
+
+    def sample(self, logits: torch.Tensor, slots: npt.NDArray[np.int64]) -> torch.Tensor:
+        """Force one token into every active row of ``logits`` (in place) and return it.
+
+        ``slots[i]`` is the table slot of logits row ``i``. Entropy is fetched here,
+        after the logits exist, in a single draw for all rows.
+        """
+        import torch
+
+        start = time.perf_counter()
+        params = self.table.gather(slots)
+        active = params[:, _ACTIVE] > 0
+        if not active.any():
+            return logits
+        self.steps += 1
+        counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
+        draw = self.source.draw(int(counts.sum()))
+        amplified = self._amplify(draw, counts, params, active)
+
+        # The step's only host-to-device copy: u and the rows' options together.
+        on_device = torch.from_numpy(np.column_stack([amplified.u, params])).to(logits.device)
+        u = on_device[:, 0]
+        columns = {name: on_device[:, i + 1] for i, name in enumerate(COLUMNS)}
+
+        wanted = self._records_wanted(slots, active)
+        strategy_ids = np.unique(params[active, _STRATEGY]).astype(np.int64)
+        needs_entropy = bool(wanted) or any(
+            self._strategies[i].needs_entropy for i in strategy_ids
+        )
+        sorted_logits, sorted_ids = sort_descending(logits)
+        entropy = shannon_entropy(sorted_logits) if needs_entropy else None
+        temperature = self._temperatures(columns, entropy, strategy_ids, logits.shape[-1])
+        selection = select_tokens(
+            sorted_logits,
+            sorted_ids,
+            u,
+            temperature,
+            columns["top_k"].long(),
+            columns["top_p"].to(sorted_logits.dtype),
+            entropy,
+        )
+        rows = columns["active"].bool() & selection.valid
+        force_tokens(logits, rows, selection.token_id)
+        invalid = columns["active"].bool() & ~selection.valid
+        if bool(invalid.any()):
+            logger.warning(
+                "left %d row(s) to vLLM's sampler: their logits are all -inf or hold "
+                "NaN/inf, so no token can be chosen from a distribution",
+                int(invalid.sum()),
+            )
+        if wanted:
+            self._write_records(
+                wanted, slots, params, amplified, draw, selection, temperature, start
+            )
+        self.summary.add_step(int(active.sum()), draw.fallback, draw.fetch_ms)
+        return logits
+
+    def _amplify(
+        self,
+        draw: EntropyDraw,
+        counts: npt.NDArray[np.int64],
+        params: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_],
+    ) -> Amplified:
+        data = np.frombuffer(draw.data, dtype=np.uint8)
+        offsets = np.cumsum(counts) - counts
+        rows = params.shape[0]
+        # Inactive rows get u = 0.5 as a placeholder; they are never forced.
+        u, z, mean = np.full(rows, 0.5), np.zeros(rows), np.zeros(rows)
+        for amplifier_id in np.unique(params[active, _AMPLIFIER]).astype(np.int64):
+            mask = active & (params[:, _AMPLIFIER] == amplifier_id)
+            columns = {name: params[mask, RequestTable.column(name)] for name in NUMERIC_FIELDS}
+            out = self._amplifiers[amplifier_id].amplify(
+                data, offsets[mask], counts[mask], columns
+            )
+            u[mask], z[mask], mean[mask] = out.u, out.z_score, out.sample_mean
+        return Amplified(u=u, z_score=z, sample_mean=mean)
+
+    def _temperatures(
+        self,
+        columns: Mapping[str, torch.Tensor],
+        entropy: torch.Tensor | None,
+        strategy_ids: npt.NDArray[np.int64],
+        vocab_size: int,
+    ) -> torch.Tensor:
+        import torch
+
+        strategy_column = columns["temperature_strategy"]
+        temperature = torch.ones_like(strategy_column)
+        for strategy_id in strategy_ids:
+            strategy = self._strategies[strategy_id]
+            values = strategy.temperatures(columns, entropy, vocab_size).to(temperature.dtype)
+            temperature = torch.where(strategy_column == strategy_id, values, temperature)
+        return temperature
+
+    def _records_wanted(
+        self, slots: npt.NDArray[np.int64], active: npt.NDArray[np.bool_]
+    ) -> list[int]:
+        """Rows whose token must be recorded: to the file, the log, or memory."""
+        options = self.table.options
+        return [
+            row
+            for row in np.flatnonzero(active).tolist()
+            if self.sink.log_path or _wants_record(options[slots[row]])
+        ]
+
+    def _write_records(
+        self,
+        rows: Sequence[int],
+        slots: npt.NDArray[np.int64],
+        params: npt.NDArray[np.float64],
+        amplified: Amplified,
+        draw: EntropyDraw,
+        selection: Selection,
+        temperature: torch.Tensor,
+        start: float,
+    ) -> None:
+        import torch
+
+        assert selection.entropy is not None
+        # One small device-to-host copy of per-row results; never the logits.
+        per_row = (
+            torch.stack(
+                [
+                    selection.token_id.double(),
+                    selection.rank.double(),
+                    selection.prob.double(),
+                    selection.num_candidates.double(),
+                    temperature.double(),
+                    selection.entropy.double(),
+                    selection.valid.double(),
+                ]
+            )
+            .cpu()
+            .numpy()
+        )
+        token_id, rank, prob, candidates, temp, entropy, valid = per_row
+        total_ms = (time.perf_counter() - start) * 1000.0
+        records, log_full, keep = [], [], []
+        for row in rows:
+            if not valid[row]:
+                continue
+            options = self.table.options[slots[row]]
+            assert options is not None
+            records.append(
+                TokenRecord(
+                    step=self.steps,
+                    row=row,
+                    u=float(amplified.u[row]),
+                    z_score=float(amplified.z_score[row]),
+                    sample_mean=float(amplified.sample_mean[row]),
+                    sample_count=int(params[row, _SAMPLE_COUNT]),
+                    token_id=int(token_id[row]),
+                    token_rank=int(rank[row]),
+                    token_prob=float(prob[row]),
+                    num_candidates=int(candidates[row]),
+                    temperature=float(temp[row]),
+                    shannon_entropy=float(entropy[row]),
+                    entropy_source=draw.source,
+                    fallback=draw.fallback,
+                    fetch_ms=draw.fetch_ms,
+                    total_ms=total_ms,
+                    config_hash=options.config_hash,
+                    tag=options.tag,
+                )
+            )
+            log_full.append(options.log_level == "full")
+            keep.append(options.diagnostic_mode)
+        self.sink.write_step(records, log_full, keep)
+
+    def close(self) -> None:
+        self.sink.close()
+        self.source.close()
+
+
+def _wants_record(options: SamplingOptions | None) -> bool:
+    return options is not None and (options.log_level == "full" or options.diagnostic_mode)
+

@@ -1,0 +1,186 @@
+"""``qr-urandom-server``: run the reference entropy server from the command line.
+
+Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the server cannot start
+(e.g. the address is in use), 2 for bad command-line arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from qr_urandom_server import __version__
+from qr_urandom_server.server import (
+    _INT32_MAX,
+    DEFAULT_DEVICE_ID,
+    DEFAULT_MAX_BYTES_PER_REQUEST,
+    DEFAULT_MAX_WORKERS,
+    SERVICE_NAME,
+    EntropyServer,
+    ServerBindError,
+    create_server,
+)
+
+logger = logging.getLogger("qr_urandom_server")
+
+PROG = "qr-urandom-server"
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_GRACE_PERIOD_S = 5.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _int_in_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (every flag is documented in ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            f"Serve os.urandom bytes over gRPC as {SERVICE_NAME} "
+            "(qr_entropy/v1/entropy_service.proto): unary GetEntropy and bidirectional "
+            "StreamEntropy, with server reflection and the standard gRPC health service. "
+            "Prints 'qr-urandom-server listening on ADDRESS' to stdout once serving; "
+            "SIGTERM or SIGINT stops it gracefully (a second signal stops it at once)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help=(
+            "where to listen: HOST:PORT (port 0 picks a free port; use 0.0.0.0:PORT to "
+            "accept connections from other hosts or containers) or unix:///path/to/socket"
+        ),
+    )
+    parser.add_argument(
+        "--max-bytes-per-request",
+        type=_int_in_range(1, _INT32_MAX),
+        default=DEFAULT_MAX_BYTES_PER_REQUEST,
+        metavar="N",
+        help=(
+            "largest bytes_needed accepted in one request; larger (and <= 0) requests get "
+            "INVALID_ARGUMENT. Clients receive at most 4 MiB per message unless they raise "
+            "their own limit"
+        ),
+    )
+    parser.add_argument(
+        "--workers",
+        type=_int_in_range(1, 4096),
+        default=DEFAULT_MAX_WORKERS,
+        metavar="N",
+        help="worker threads; each open StreamEntropy stream holds one while it is open",
+    )
+    parser.add_argument(
+        "--device-id",
+        default=DEFAULT_DEVICE_ID,
+        help="value of device_id in every response",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=_non_negative_float,
+        default=DEFAULT_GRACE_PERIOD_S,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long RPCs in flight may run before they are cancelled",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="logging level (logs go to stderr; DEBUG logs every request)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def _configure_logging(level_name: str) -> None:
+    level = getattr(logging, level_name)
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logger.setLevel(level)
+
+
+def serve(
+    entropy_server: EntropyServer, stop_requested: threading.Event, grace_period: float
+) -> None:
+    """Start ``entropy_server``, block until ``stop_requested`` is set, then stop gracefully."""
+    entropy_server.start()
+    try:
+        print(f"{PROG} listening on {entropy_server.address}", flush=True)
+        while not stop_requested.wait(0.5):
+            pass
+        logger.info("shutting down (grace period %.1fs)", grace_period)
+    finally:
+        entropy_server.stop(grace_period)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        entropy_server = create_server(
+            args.address,
+            max_bytes_per_request=args.max_bytes_per_request,
+            max_workers=args.workers,
+            device_id=args.device_id,
+        )
+    except (ServerBindError, ValueError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop_requested.is_set():
+            logger.warning("second %s: stopping now", signal.Signals(signum).name)
+            entropy_server.server.stop(None)
+            return
+        logger.info("received %s", signal.Signals(signum).name)
+        stop_requested.set()
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if in_main_thread:
+        for signum in _SHUTDOWN_SIGNALS:
+            previous[signum] = signal.signal(signum, on_signal)
+    try:
+        serve(entropy_server, stop_requested, args.grace_period)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
