@@ -1,0 +1,248 @@
+"""A whole engine step: one draw, u per row, forced tokens, records that trace back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from qr_sampler import EntropySource, EntropyUnavailableError, FallbackEntropySource
+from qr_sampler.amplification import ZScoreMeanAmplifier
+from qr_sampler.config import QRSamplerConfig
+from qr_sampler.entropy.system import SystemEntropySource
+from qr_sampler.sampler import QRSampler
+from test_selection import reference_token
+
+INF = float("inf")
+RECORD_KEYS = {
+    "u", "z_score", "sample_mean", "sample_count", "token_id", "token_rank", "token_prob",
+    "num_candidates", "temperature", "shannon_entropy", "entropy_source", "fallback",
+    "fetch_ms", "total_ms", "config_hash", "tag",
+}  # fmt: skip
+
+
+class RecordingSource(EntropySource):
+    """A real source that keeps every byte it hands out, so tests can replay a step."""
+
+    name = "recording"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.draws: list[bytes] = []
+        self.fail = fail
+
+    def get_random_bytes(self, n: int) -> bytes:
+        if self.fail:
+            raise EntropyUnavailableError("recording source switched off")
+        data = SystemEntropySource().get_random_bytes(n)
+        self.draws.append(data)
+        return data
+
+
+def make_sampler(tmp_path, fallback=True, fail=False, **settings):
+    source = RecordingSource(fail=fail)
+    config = QRSamplerConfig.load(env_file=str(tmp_path / "absent.env"), **settings)
+    wrapped = FallbackEntropySource(source, SystemEntropySource() if fallback else None)
+    return QRSampler(config=config, source=wrapped), source
+
+
+def forced(logits: torch.Tensor) -> list[int]:
+    """The token id of each forced row; checks the row is 0.0 there and -inf elsewhere."""
+    tokens = []
+    for row in logits:
+        assert (row == 0).sum() == 1
+        assert torch.isinf(row).sum() == row.numel() - 1
+        tokens.append(int((row == 0).nonzero()))
+    return tokens
+
+
+def test_one_draw_covers_every_active_row_and_skips_bypassed_ones(tmp_path):
+    sampler, source = make_sampler(tmp_path)
+    sampler.table.put(0, sampler.resolve({"qr_sample_count": 100}))
+    sampler.table.put(1, sampler.resolve({"qr_bypass": "true"}))
+    sampler.table.put(2, sampler.resolve({"qr_sample_count": "37"}))
+    logits = torch.randn(4, 50)  # slot 3 holds no request
+    original = logits.clone()
+    sampler.sample(logits, np.arange(4))
+    assert [len(d) for d in source.draws] == [137]
+    forced(logits[[0, 2]])
+    assert torch.equal(logits[1], original[1])
+    assert torch.equal(logits[3], original[3])
+
+
+def test_a_step_without_qr_rows_draws_nothing(tmp_path):
+    sampler, source = make_sampler(tmp_path)
+    sampler.table.put(0, sampler.resolve({"qr_bypass": 1}))
+    logits = torch.randn(1, 10)
+    assert torch.equal(sampler.sample(logits.clone(), np.arange(1)), logits)
+    assert source.draws == []
+
+
+def test_every_token_is_traceable_to_its_bytes(tmp_path):
+    log = tmp_path / "tokens.jsonl"
+    sampler, source = make_sampler(tmp_path, log_path=str(log))
+    options = [
+        sampler.resolve({"qr_sample_count": 64, "qr_tag": "a"}),
+        sampler.resolve({"qr_top_k": "3", "qr_fixed_temperature": "1.3"}),
+        sampler.resolve({"qr_temperature_strategy": "edt", "qr_top_p": 0.8}),
+    ]
+    for slot, option in zip((4, 0, 9), options):
+        sampler.table.put(slot, option)
+    slots = np.array([4, 0, 9])
+    logits = torch.randn(3, 200) * 3
+    original = logits.clone()
+    tokens = forced(sampler.sample(logits, slots))
+
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["row"] for r in records] == [0, 1, 2]
+    data, offset = source.draws[0], 0
+    for row, (record, option) in enumerate(zip(records, options)):
+        assert RECORD_KEYS <= record.keys()
+        assert record["token_id"] == tokens[row]
+        chunk = data[offset : offset + option.sample_count]
+        offset += option.sample_count
+        replay = ZScoreMeanAmplifier().amplify(
+            np.frombuffer(chunk, dtype=np.uint8),
+            np.array([0]),
+            np.array([len(chunk)]),
+            {
+                "population_mean": np.array([option.population_mean]),
+                "population_std": np.array([option.population_std]),
+                "uniform_clamp_epsilon": np.array([option.uniform_clamp_epsilon]),
+            },
+        )
+        assert record["u"] == replay.u[0]
+        assert record["config_hash"] == option.config_hash
+        assert record["tag"] == option.tag
+        assert record["entropy_source"] == "recording"
+        assert record["fallback"] is False
+        want = reference_token(
+            original[row].tolist(), record["u"], record["temperature"], option.top_k, option.top_p
+        )
+        assert record["token_id"] == want
+    assert offset == len(data)
+
+
+def test_edt_rows_get_the_entropy_dependent_temperature(tmp_path):
+    sampler, _ = make_sampler(tmp_path, log_path=str(tmp_path / "t.jsonl"))
+    sampler.table.put(0, sampler.resolve({"qr_temperature_strategy": "edt"}))
+    logits = torch.randn(1, 1000)
+    entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum().item()
+    sampler.sample(logits, np.arange(1))
+    record = json.loads((tmp_path / "t.jsonl").read_text())
+    expected = min(max(0.8 * math.sqrt(entropy / math.log(1000)), 0.1), 2.0)
+    assert record["shannon_entropy"] == pytest.approx(entropy, rel=1e-4)
+    assert record["temperature"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_records_are_flushed_at_the_end_of_every_step(tmp_path):
+    log = tmp_path / "tokens.jsonl"
+    sampler, _ = make_sampler(tmp_path, log_path=str(log))
+    sampler.table.put(0, sampler.defaults)
+    sampler.table.put(1, sampler.defaults)
+    for step in range(1, 4):
+        sampler.sample(torch.randn(2, 30), np.arange(2))
+        lines = log.read_text().splitlines()  # the file is still open
+        assert len(lines) == 2 * step
+        assert json.loads(lines[-1])["step"] == step
+
+
+def test_fallback_tokens_are_flagged(tmp_path):
+    log = tmp_path / "tokens.jsonl"
+    sampler, _ = make_sampler(tmp_path, fail=True, log_path=str(log))
+    sampler.table.put(0, sampler.defaults)
+    forced(sampler.sample(torch.randn(1, 30), np.arange(1)))
+    record = json.loads(log.read_text())
+    assert record["fallback"] is True
+    assert record["entropy_source"] == "system"
+
+
+def test_strict_mode_fails_the_step_instead_of_using_other_bytes(tmp_path):
+    sampler, _ = make_sampler(tmp_path, fallback=False, fail=True)
+    sampler.table.put(0, sampler.defaults)
+    logits = torch.randn(1, 30)
+    original = logits.clone()
+    with pytest.raises(EntropyUnavailableError):
+        sampler.sample(logits, np.arange(1))
+    assert torch.equal(logits, original)
+
+
+def test_rows_with_no_distribution_are_left_to_vllm(tmp_path, caplog):
+    sampler, _ = make_sampler(tmp_path)
+    sampler.table.put(0, sampler.defaults)
+    sampler.table.put(1, sampler.defaults)
+    logits = torch.randn(2, 30)
+    logits[0] = -INF
+    original = logits.clone()
+    with caplog.at_level(logging.WARNING):
+        sampler.sample(logits, np.arange(2))
+    assert torch.equal(logits[0], original[0])
+    forced(logits[1:])
+    assert "left 1 row(s) to vLLM" in caplog.text
+
+
+def test_diagnostic_records_are_kept_in_bounded_memory(tmp_path):
+    sampler, _ = make_sampler(tmp_path)
+    sampler.sink._recent = type(sampler.sink._recent)(maxlen=5)
+    sampler.table.put(0, sampler.resolve({"qr_diagnostic_mode": "1", "qr_tag": "d"}))
+    sampler.table.put(1, sampler.defaults)
+    for _ in range(4):
+        sampler.sample(torch.randn(2, 30), np.arange(2))
+    recent = sampler.sink.recent()
+    assert len(recent) == 4
+    assert {r.tag for r in recent} == {"d"}
+    for _ in range(4):
+        sampler.sample(torch.randn(2, 30), np.arange(2))
+    assert [r.step for r in sampler.sink.recent()] == [4, 5, 6, 7, 8]
+
+
+def test_full_log_level_logs_each_token_and_summary_logs_per_interval(tmp_path, caplog):
+    sampler, _ = make_sampler(tmp_path)
+    sampler.summary.interval_s = 0.0
+    sampler.table.put(0, sampler.resolve({"qr_log_level": "full"}))
+    with caplog.at_level(logging.INFO, logger="qr_sampler"):
+        sampler.sample(torch.randn(1, 30), np.arange(1))
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("qr-sampler token {") for m in messages)
+    assert any("1 tokens in 1 steps" in m for m in messages)
+
+
+class HostCopyGuard(torch.Tensor):
+    """Fails on any host copy of a vocabulary-sized tensor; counts every torch call."""
+
+    calls: Counter[str] = Counter()
+    vocab = 0
+    _forbidden = {"numpy", "tolist", "item", "cpu", "__array__", "__reduce_ex__"}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        cls.calls[name] += 1
+        if name in cls._forbidden and isinstance(args[0], torch.Tensor):
+            with torch._C.DisableTorchFunctionSubclass():
+                size = args[0].numel()
+            if size >= cls.vocab:
+                raise AssertionError(f"host copy of a vocabulary-sized tensor via {name}")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("settings", [{}, {"top_k": 50, "top_p": 0.9}, {"temperature_strategy": "edt"}])
+def test_the_hot_path_copies_no_logits_to_the_host_and_does_not_loop_over_rows(
+    tmp_path, settings
+):
+    sampler, _ = make_sampler(tmp_path, **settings)
+    HostCopyGuard.vocab = 4096
+    counts = []
+    for rows in (1, 64):
+        for slot in range(rows):
+            sampler.table.put(slot, sampler.defaults)
+        HostCopyGuard.calls = Counter()
+        logits = torch.randn(rows, HostCopyGuard.vocab).as_subclass(HostCopyGuard)
+        sampler.sample(logits, np.arange(rows))
+        counts.append(HostCopyGuard.calls)
+    # The same tensor operations whatever the batch size: no per-row Python loop.
+    assert counts[0] == counts[1]

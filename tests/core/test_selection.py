@@ -1,0 +1,185 @@
+"""The u -> token map: order, truncation, masks, greedy rows and forcing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from qr_sampler.selection import force_tokens, select_tokens, shannon_entropy, sort_descending
+
+INF = float("inf")
+
+
+def select(logits, u, temperature=1.0, top_k=0, top_p=1.0, entropy=None):
+    logits = torch.as_tensor(logits, dtype=torch.float32)
+    rows = logits.shape[0]
+    values, ids = sort_descending(logits)
+    return select_tokens(
+        values,
+        ids,
+        torch.as_tensor(u, dtype=torch.float64).expand(rows),
+        torch.as_tensor(temperature, dtype=torch.float32).expand(rows),
+        torch.as_tensor(top_k).expand(rows),
+        torch.as_tensor(top_p, dtype=torch.float32).expand(rows),
+        entropy,
+    )
+
+
+def reference_token(logits, u, temperature, top_k, top_p):
+    """A slow, obviously-correct float64 version of the documented algorithm."""
+    order = sorted(range(len(logits)), key=lambda i: (-logits[i], i))
+    if temperature <= 0:
+        return order[0]
+    if top_k > 0:
+        order = order[:top_k]
+    top = logits[order[0]]
+    weights = [math.exp((logits[i] - top) / temperature) for i in order]
+    total = sum(weights)
+    probs = [w / total for w in weights]
+    kept, before = [], 0.0
+    for i, p in zip(order, probs):
+        if before < top_p:
+            kept.append((i, p))
+        before += p
+    mass = sum(p for _, p in kept)
+    cumulative = 0.0
+    for i, p in kept:
+        cumulative += p
+        if u * mass < cumulative:
+            return i
+    return kept[-1][0]
+
+
+def test_u_near_zero_picks_the_most_probable_token_and_near_one_the_least():
+    logits = [[0.5, 3.0, -1.0, 2.0]]
+    assert select(logits, 1e-9).token_id.item() == 1
+    assert select(logits, 1 - 1e-9).token_id.item() == 2
+
+
+def test_cdf_intervals_follow_descending_probability():
+    logits = torch.log(torch.tensor([[0.1, 0.4, 0.2, 0.3]]))
+    # Descending order 1 (0.4), 3 (0.3), 2 (0.2), 0 (0.1): intervals of u.
+    expected = {0.05: 1, 0.39: 1, 0.41: 3, 0.69: 3, 0.71: 2, 0.89: 2, 0.91: 0}
+    for u, token in expected.items():
+        result = select(logits, u)
+        assert result.token_id.item() == token, u
+        assert result.rank.item() == [1, 3, 2, 0].index(token)
+
+
+def test_ties_are_ordered_by_lower_token_id():
+    logits = [[1.0, 1.0, 1.0, 1.0]]
+    assert [select(logits, u).token_id.item() for u in (0.1, 0.3, 0.6, 0.9)] == [0, 1, 2, 3]
+
+
+def test_masked_tokens_are_never_chosen():
+    logits = [[-INF, 2.0, -INF, 1.0, -INF]]
+    for u in np.linspace(1e-6, 1 - 1e-6, 200):
+        assert select(logits, u).token_id.item() in (1, 3)
+    result = select(logits, 0.5)
+    assert result.num_candidates.item() == 2
+
+
+def test_top_k_keeps_exactly_k_tokens_and_renormalises():
+    logits = [[4.0, 3.0, 2.0, 1.0, 0.0]]
+    chosen = {select(logits, u, top_k=2).token_id.item() for u in np.linspace(0.001, 0.999, 99)}
+    assert chosen == {0, 1}
+    result = select(logits, 0.999, top_k=2)
+    assert result.num_candidates.item() == 2
+    assert result.prob.item() == pytest.approx(1 / (1 + math.e))
+
+
+def test_top_p_keeps_the_smallest_prefix_reaching_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert select(logits, 0.99, top_p=0.5).num_candidates.item() == 1
+    assert select(logits, 0.99, top_p=0.51).num_candidates.item() == 2
+    result = select(logits, 0.99, top_p=0.8)
+    assert result.num_candidates.item() == 2
+    assert result.token_id.item() == 1
+    assert result.prob.item() == pytest.approx(0.3 / 0.8)
+
+
+def test_temperature_zero_is_greedy_whatever_u():
+    logits = [[0.1, 0.2, 5.0, 0.3]]
+    for u in (1e-9, 0.5, 1 - 1e-9):
+        result = select(logits, u, temperature=0.0)
+        assert result.token_id.item() == 2
+        assert result.prob.item() == 1.0
+        assert result.rank.item() == 0
+
+
+def test_rows_without_a_distribution_are_flagged_invalid():
+    logits = [[-INF, -INF, -INF], [0.0, float("nan"), 1.0], [0.0, INF, 1.0], [0.0, 1.0, 2.0]]
+    assert select(logits, 0.5).valid.tolist() == [False, False, False, True]
+
+
+def test_edge_u_values_stay_inside_the_candidates():
+    logits = [[0.0, -INF, 1.0, -INF]]
+    for u in (0.0, 1.0 - 1e-12, 1.0):
+        assert select(logits, u).token_id.item() in (0, 2)
+
+
+def test_agrees_with_a_float64_reference_on_random_cases():
+    generator = np.random.default_rng(1234)
+    for _ in range(300):
+        vocab = int(generator.integers(2, 40))
+        logits = generator.normal(0, 2, vocab)
+        logits[generator.random(vocab) < 0.2] = -np.inf
+        logits[int(generator.integers(vocab))] = generator.normal()
+        u = float(generator.random())
+        temperature = float(generator.choice([0.0, 0.3, 0.7, 1.0, 1.5]))
+        top_k = int(generator.choice([0, 1, 3, 10]))
+        top_p = float(generator.choice([1.0, 0.9, 0.5]))
+        got = select([logits.tolist()], u, temperature, top_k, top_p).token_id.item()
+        want = reference_token(logits.tolist(), u, temperature, top_k, top_p)
+        assert got == want, (logits, u, temperature, top_k, top_p)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"), [(1.0, 0, 1.0), (0.7, 0, 1.0), (0.7, 8, 0.9)]
+)
+def test_token_frequencies_follow_the_softmax(temperature, top_k, top_p):
+    """Chi-square of 200,000 draws (seeded u) against softmax(logits / T) truncated."""
+    vocab, draws = 20, 200_000
+    logits = torch.from_numpy(np.random.default_rng(7).normal(0, 1.5, vocab)).float()
+    generator = torch.Generator().manual_seed(99)
+    u = torch.rand(draws, generator=generator, dtype=torch.float64)
+    batch = logits.expand(draws, vocab)
+    values, ids = sort_descending(batch)
+    result = select_tokens(
+        values,
+        ids,
+        u,
+        torch.full((draws,), temperature),
+        torch.full((draws,), top_k),
+        torch.full((draws,), top_p),
+    )
+    observed = np.bincount(result.token_id.numpy(), minlength=vocab)
+
+    probs = torch.softmax(logits.double() / temperature, 0).numpy()
+    order = np.argsort(-probs, kind="stable")
+    keep = np.zeros(vocab, dtype=bool)
+    keep[order[: top_k or vocab]] = True
+    probs = np.where(keep, probs, 0) / probs[keep].sum()
+    before = np.cumsum(probs[order]) - probs[order]
+    keep[order[before >= top_p]] = False
+    expected = np.where(keep, probs, 0) / probs[keep].sum() * draws
+
+    assert observed[~keep].sum() == 0
+    _, p_value = stats.chisquare(observed[keep], expected[keep])
+    assert p_value > 1e-4
+
+
+def test_shannon_entropy_ignores_masked_tokens():
+    logits = torch.tensor([[0.0, 0.0, -INF, 0.0, 0.0]])
+    assert shannon_entropy(sort_descending(logits)[0]).item() == pytest.approx(math.log(4))
+
+
+def test_force_overwrites_the_chosen_logit_even_when_it_was_masked():
+    logits = torch.tensor([[1.0, -INF, 2.0], [3.0, 4.0, 5.0]])
+    force_tokens(logits, torch.tensor([True, False]), torch.tensor([1, 0]))
+    assert logits[0].tolist() == [-INF, 0.0, -INF]
+    assert logits[1].tolist() == [3.0, 4.0, 5.0]
