@@ -271,12 +271,15 @@ def test_method_paths_match_the_proto_descriptor() -> None:
     assert service.full_name == SERVICE_NAME == "qr_entropy.EntropyService"
     assert pb2.DESCRIPTOR.name == "qr_entropy/v1/entropy_service.proto"
     get, stream = service.methods_by_name["GetEntropy"], service.methods_by_name["StreamEntropy"]
-    assert GET_ENTROPY_METHOD_PATH == f"/{service.full_name}/{get.name}"
-    assert STREAM_ENTROPY_METHOD_PATH == f"/{service.full_name}/{stream.name}"
-    assert not get.client_streaming and not get.server_streaming
-    assert stream.client_streaming and stream.server_streaming
+    assert f"/{service.full_name}/{get.name}" == GET_ENTROPY_METHOD_PATH
+    assert f"/{service.full_name}/{stream.name}" == STREAM_ENTROPY_METHOD_PATH
+    assert not get.client_streaming
+    assert not get.server_streaming
+    assert stream.client_streaming
+    assert stream.server_streaming
     fields = {f.name: (f.number, f.type) for f in pb2.EntropyRequest.DESCRIPTOR.fields}
-    assert fields["bytes_needed"][0] == 1 and fields["sequence_id"][0] == 2
+    assert fields["bytes_needed"][0] == 1
+    assert fields["sequence_id"][0] == 2
     numbers = {f.name: f.number for f in pb2.EntropyResponse.DESCRIPTOR.fields}
     assert numbers == {
         "data": 1,

@@ -247,7 +247,8 @@ class EntropyServer:
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         """Block until the server stops or ``timeout`` passes; True if it timed out."""
-        return self.server.wait_for_termination(timeout)
+        timed_out: bool = self.server.wait_for_termination(timeout)
+        return timed_out
 
     def __enter__(self) -> EntropyServer:
         self.start()

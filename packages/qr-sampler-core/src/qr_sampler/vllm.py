@@ -1,0 +1,149 @@
+"""The vLLM adapter: one logits processor class for both of vLLM's interfaces.
+
+- V1 runner (vLLM <= 0.30 by default): ``__init__(vllm_config, device, is_pin_memory)``,
+  ``update_state(batch_update)``, ``apply(logits)``; logits row i is batch index i.
+- Model Runner V2 (vLLM >= 0.31 by default): ``__init__(vllm_config, req_states)``,
+  ``add_request(slot, params)``, ``apply(logits, ctx)``; rows map to request slots
+  through the context.
+
+The class subclasses every base that the installed vLLM provides, so either
+loader accepts it. Importing this module never initialises CUDA.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qr_sampler.config import QRSamplerConfig, SamplingOptions, resolve_options
+from qr_sampler.errors import ConfigValidationError
+from qr_sampler.plugins import get_registry
+from qr_sampler.sampler import QRSampler
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_V1_INTERFACE = "vllm.v1.sample.logits_processor"
+_V2_INTERFACE = "vllm.v1.worker.gpu.sample.logits_processor.interface"
+
+SPECULATIVE_DECODING_UNSUPPORTED = (
+    "qr-sampler cannot run with speculative decoding: draft tokens would be accepted "
+    "or rejected by vLLM's rejection sampler rather than chosen by entropy. Remove "
+    "--speculative-config, or uninstall qr-sampler-core for this server."
+)
+
+
+def _engine_bases() -> tuple[type, ...]:
+    bases = []
+    for module in (_V1_INTERFACE, _V2_INTERFACE):
+        try:
+            bases.append(importlib.import_module(module).LogitsProcessor)
+        except ImportError:
+            continue
+    return tuple(bases) or (object,)
+
+
+def _extra_args(sampling_params: Any) -> Mapping[str, Any]:
+    return getattr(sampling_params, "extra_args", None) or {}
+
+
+@functools.cache
+def _admission_defaults() -> SamplingOptions:
+    """Server defaults for ``validate_params``, which runs without an instance."""
+    return QRSamplerConfig.load().sampling_options()
+
+
+class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
+    """Forces the token chosen by qr-sampler into every row it samples."""
+
+    def __init__(self, vllm_config: Any, *engine_args: Any) -> None:
+        # No super().__init__(): the V1 base's __init__ is abstract and raises.
+        if len(engine_args) not in (1, 2):
+            raise TypeError(
+                "expected (vllm_config, device, is_pin_memory) from the V1 runner or "
+                "(vllm_config, req_states) from Model Runner V2"
+            )
+        if getattr(vllm_config, "speculative_config", None):
+            raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
+        self.runner = "v1" if len(engine_args) == 2 else "v2"
+        self.sampler = QRSampler()
+        config = self.sampler.config
+        logger.info(
+            "qr-sampler active (%s runner): entropy source %r, fallback %s, amplifier %s, "
+            "temperature %s",
+            self.runner,
+            config.entropy_source_type,
+            config.fallback_mode,
+            config.signal_amplifier_type,
+            config.temperature_strategy,
+        )
+
+    @classmethod
+    def validate_params(cls, sampling_params: Any) -> None:
+        """Reject bad ``qr_*`` keys or values at admission (vLLM answers HTTP 400)."""
+        registry = get_registry()
+        resolve_options(
+            _admission_defaults(),
+            _extra_args(sampling_params),
+            registry.amplifiers,
+            registry.temperature_strategies,
+        )
+
+    def is_argmax_invariant(self) -> bool:
+        # Forcing a token changes the argmax: greedy requests must see it too.
+        return False
+
+    def _admit(self, slot: int, sampling_params: Any) -> bool:
+        try:
+            options = self.sampler.resolve(_extra_args(sampling_params))
+        except ConfigValidationError as exc:
+            # validate_params normally refuses such a request at admission; if one
+            # slips through, leave it to vLLM loudly rather than kill the engine.
+            logger.error("request in slot %d left to vLLM's sampler: %s", slot, exc)
+            self.sampler.table.clear(slot)
+            return False
+        self.sampler.table.put(slot, options)
+        return not options.bypass
+
+    # V1 runner -------------------------------------------------------------
+
+    def update_state(self, batch_update: Any) -> None:
+        if batch_update is None:
+            return
+        table = self.sampler.table
+        # vLLM's contract: removed, then added, then moved.
+        for index in batch_update.removed:
+            table.clear(index)
+        for index, params, _prompt_ids, _output_ids in batch_update.added:
+            self._admit(index, params)
+        for first, second, direction in batch_update.moved:
+            if direction.name == "SWAP":
+                table.swap(first, second)
+            else:
+                table.move(first, second)
+
+    # Model Runner V2 -------------------------------------------------------
+
+    def add_request(self, req_idx: int, sampling_params: Any) -> bool:
+        return self._admit(req_idx, sampling_params)
+
+    def apply_staged_writes(self) -> None:
+        """Nothing to stage: per-request options stay on the host until ``apply``."""
+
+    # Both ------------------------------------------------------------------
+
+    def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
+        if ctx is None:
+            slots = np.arange(logits.shape[0], dtype=np.int64)
+        else:
+            slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
+            if slots.shape[0] != logits.shape[0]:
+                raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
+        return self.sampler.sample(logits, slots)
