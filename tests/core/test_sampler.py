@@ -6,17 +6,18 @@ import json
 import logging
 import math
 from collections import Counter
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
+from test_selection import reference_token
 
 from qr_sampler import EntropySource, EntropyUnavailableError, FallbackEntropySource
 from qr_sampler.amplification import ZScoreMeanAmplifier
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.sampler import QRSampler
-from test_selection import reference_token
 
 INF = float("inf")
 RECORD_KEYS = {
@@ -90,7 +91,7 @@ def test_every_token_is_traceable_to_its_bytes(tmp_path):
         sampler.resolve({"qr_top_k": "3", "qr_fixed_temperature": "1.3"}),
         sampler.resolve({"qr_temperature_strategy": "edt", "qr_top_p": 0.8}),
     ]
-    for slot, option in zip((4, 0, 9), options):
+    for slot, option in zip((4, 0, 9), options, strict=True):
         sampler.table.put(slot, option)
     slots = np.array([4, 0, 9])
     logits = torch.randn(3, 200) * 3
@@ -100,8 +101,8 @@ def test_every_token_is_traceable_to_its_bytes(tmp_path):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["row"] for r in records] == [0, 1, 2]
     data, offset = source.draws[0], 0
-    for row, (record, option) in enumerate(zip(records, options)):
-        assert RECORD_KEYS <= record.keys()
+    for row, (record, option) in enumerate(zip(records, options, strict=True)):
+        assert record.keys() >= RECORD_KEYS
         assert record["token_id"] == tokens[row]
         chunk = data[offset : offset + option.sample_count]
         offset += option.sample_count
@@ -214,9 +215,11 @@ def test_full_log_level_logs_each_token_and_summary_logs_per_interval(tmp_path, 
 class HostCopyGuard(torch.Tensor):
     """Fails on any host copy of a vocabulary-sized tensor; counts every torch call."""
 
-    calls: Counter[str] = Counter()
+    calls: ClassVar[Counter[str]] = Counter()
     vocab = 0
-    _forbidden = {"numpy", "tolist", "item", "cpu", "__array__", "__reduce_ex__"}
+    _forbidden: ClassVar[frozenset[str]] = frozenset(
+        {"numpy", "tolist", "item", "cpu", "__array__", "__reduce_ex__"}
+    )
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -230,10 +233,10 @@ class HostCopyGuard(torch.Tensor):
         return super().__torch_function__(func, types, args, kwargs or {})
 
 
-@pytest.mark.parametrize("settings", [{}, {"top_k": 50, "top_p": 0.9}, {"temperature_strategy": "edt"}])
-def test_the_hot_path_copies_no_logits_to_the_host_and_does_not_loop_over_rows(
-    tmp_path, settings
-):
+@pytest.mark.parametrize(
+    "settings", [{}, {"top_k": 50, "top_p": 0.9}, {"temperature_strategy": "edt"}]
+)
+def test_the_hot_path_copies_no_logits_to_the_host_and_does_not_loop_over_rows(tmp_path, settings):
     sampler, _ = make_sampler(tmp_path, **settings)
     HostCopyGuard.vocab = 4096
     counts = []

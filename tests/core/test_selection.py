@@ -41,7 +41,7 @@ def reference_token(logits, u, temperature, top_k, top_p):
     total = sum(weights)
     probs = [w / total for w in weights]
     kept, before = [], 0.0
-    for i, p in zip(order, probs):
+    for i, p in zip(order, probs, strict=True):
         if before < top_p:
             kept.append((i, p))
         before += p

@@ -7,8 +7,8 @@ import difflib
 import hashlib
 import json
 import math
-from functools import cached_property
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +26,9 @@ REQUEST_KEY_PREFIX = "qr_"
 DISCRETE_UNIFORM_BYTE_STD = math.sqrt((256**2 - 1) / 12)
 
 LogLevel = Literal["none", "summary", "full"]
+
+
+_NOT_DECISIVE = frozenset({"tag", "log_level", "diagnostic_mode", "bypass"})
 
 
 class SamplingOptions(BaseModel):
@@ -53,7 +56,13 @@ class SamplingOptions(BaseModel):
     log_level: LogLevel = Field("summary", description="Python logging: none, summary, full")
     diagnostic_mode: bool = Field(False, description="Keep recent token records in memory")
     bypass: bool = Field(False, description="Leave the request to vLLM's own sampler")
-    tag: str = Field("", max_length=256, description="Free label copied into every record")
+    # vllm_xargs may carry a numeric label; keep it as the text the user sent.
+    tag: str = Field(
+        "",
+        max_length=256,
+        coerce_numbers_to_str=True,
+        description="Free label copied into every record",
+    )
 
     @model_validator(mode="after")
     def _edt_bounds_ordered(self) -> SamplingOptions:
@@ -67,7 +76,10 @@ class SamplingOptions(BaseModel):
     @cached_property
     def config_hash(self) -> str:
         """Identifies the settings that decide a token (not labels or logging)."""
-        decisive = self.model_dump(exclude={"tag", "log_level", "diagnostic_mode", "bypass"})
+        # Only per-request fields: the same settings hash alike on QRSamplerConfig.
+        decisive = self.model_dump(
+            include=set(SamplingOptions.model_fields) - _NOT_DECISIVE,
+        )
         blob = json.dumps(decisive, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -94,7 +106,7 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
         return value.strip()
 
     def sampling_options(self) -> SamplingOptions:
-        return SamplingOptions.model_validate(self.model_dump(include=PER_REQUEST_FIELDS))
+        return SamplingOptions.model_validate(self.model_dump(include=set(PER_REQUEST_FIELDS)))
 
 
 INFRASTRUCTURE_FIELDS = frozenset(QRSamplerConfig.model_fields) - PER_REQUEST_FIELDS

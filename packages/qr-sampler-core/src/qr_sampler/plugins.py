@@ -107,6 +107,17 @@ def build_plugin_manager(registry: Registry) -> tuple[pluggy.PluginManager, dict
         provider = Provider(
             entry_point.name, dist.name if dist else None, dist.version if dist else None
         )
+        if entry_point.name in providers:
+            first = providers[entry_point.name]
+            _report_failure(
+                registry,
+                provider,
+                PluginError(
+                    f"entry point name {entry_point.name!r} is already taken by "
+                    f"{first.distribution or first.plugin}"
+                ),
+            )
+            continue
         try:
             plugin: ModuleType | object = entry_point.load()
             manager.register(plugin, name=entry_point.name)

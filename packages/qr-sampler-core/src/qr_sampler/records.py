@@ -66,7 +66,7 @@ class RecordSink:
                     self._file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
                 self._file.write("".join(record.to_json() + "\n" for record in records))
                 self._file.flush()
-            for record, full, kept in zip(records, log_full, keep):
+            for record, full, kept in zip(records, log_full, keep, strict=True):
                 if full:
                     logger.info("qr-sampler token %s", record.to_json())
                 if kept:

@@ -16,9 +16,7 @@ from qr_sampler.config import SamplingOptions
 
 #: Options the hot path needs as numbers, in column order.
 NUMERIC_FIELDS: tuple[str, ...] = tuple(
-    name
-    for name, field in SamplingOptions.model_fields.items()
-    if field.annotation in (int, float)
+    name for name, field in SamplingOptions.model_fields.items() if field.annotation in (int, float)
 )
 #: Plugin-chosen components, stored as indices into the registry's names.
 CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy")

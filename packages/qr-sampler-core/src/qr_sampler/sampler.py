@@ -111,9 +111,7 @@ class QRSampler:
 
         wanted = self._records_wanted(slots, active)
         strategy_ids = np.unique(params[active, _STRATEGY]).astype(np.int64)
-        needs_entropy = bool(wanted) or any(
-            self._strategies[i].needs_entropy for i in strategy_ids
-        )
+        needs_entropy = bool(wanted) or any(self._strategies[i].needs_entropy for i in strategy_ids)
         sorted_logits, sorted_ids = sort_descending(logits)
         entropy = shannon_entropy(sorted_logits) if needs_entropy else None
         temperature = self._temperatures(columns, entropy, strategy_ids, logits.shape[-1])
@@ -157,9 +155,7 @@ class QRSampler:
         for amplifier_id in np.unique(params[active, _AMPLIFIER]).astype(np.int64):
             mask = active & (params[:, _AMPLIFIER] == amplifier_id)
             columns = {name: params[mask, RequestTable.column(name)] for name in NUMERIC_FIELDS}
-            out = self._amplifiers[amplifier_id].amplify(
-                data, offsets[mask], counts[mask], columns
-            )
+            out = self._amplifiers[amplifier_id].amplify(data, offsets[mask], counts[mask], columns)
             u[mask], z[mask], mean[mask] = out.u, out.z_score, out.sample_mean
         return Amplified(u=u, z_score=z, sample_mean=mean)
 
@@ -262,4 +258,3 @@ class QRSampler:
 
 def _wants_record(options: SamplingOptions | None) -> bool:
     return options is not None and (options.log_level == "full" or options.diagnostic_mode)
-

@@ -58,7 +58,7 @@ def select_tokens(
     """Pick one token per row. Rows with ``temperature <= 0`` are greedy."""
     import torch
 
-    rows, vocab = sorted_logits.shape
+    vocab = sorted_logits.shape[-1]
     # NaN sorts first and +inf/-inf sort to the ends, so the top value tells all.
     valid = torch.isfinite(sorted_logits[:, 0])
     greedy = temperature <= 0

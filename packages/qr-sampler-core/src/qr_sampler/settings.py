@@ -47,7 +47,8 @@ class QRSettings(BaseSettings):
         """Read the environment and the dotenv file; bad values raise ``ConfigValidationError``."""
         path = env_file if env_file is not None else env_file_path()
         try:
-            return cls(_env_file=path, **overrides)
+            # _env_file is BaseSettings' per-instance override of the dotenv path.
+            return cls(_env_file=path, **overrides)  # type: ignore[call-arg]
         except ValidationError as exc:
             raise ConfigValidationError(
                 describe_validation_error(
@@ -69,7 +70,8 @@ class QRSettings(BaseSettings):
         """The values with secrets masked, safe to print."""
         values = self.model_dump(mode="json")
         for name in self.secret_fields:
-            values[name] = mask_secret(str(values.get(name) or ""))
+            value = values.get(name)
+            values[name] = mask_secret("" if value is None else str(value))
         return values
 
 

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     origins = [("environment", environment_names())]
     if os.path.isfile(path):
         origins.append((path, list(read_env_file(path))))
-    problems = [unknown.message() for unknown in unknown_variables(origins, known_variables(registry))]
+    unknown = unknown_variables(origins, known_variables(registry))
+    problems = [variable.message() for variable in unknown]
 
     effective: dict[str, dict[str, Any]] = {}
     for owner, classes in settings_classes(registry).items():

@@ -22,10 +22,16 @@ def add_parser(commands: Any) -> None:
         "times (without the fallback, so failures show), and print latency p50/p99, "
         "throughput and the source's health. Exits 2 if the source fails.",
     )
-    parser.add_argument("--bytes", type=_positive, default=20480, metavar="N",
-                        help="bytes per draw (default 20480, one token's worth)")
-    parser.add_argument("--count", type=_positive, default=20, metavar="K",
-                        help="number of draws (default 20)")
+    parser.add_argument(
+        "--bytes",
+        type=_positive,
+        default=20480,
+        metavar="N",
+        help="bytes per draw (default 20480, one token's worth)",
+    )
+    parser.add_argument(
+        "--count", type=_positive, default=20, metavar="K", help="number of draws (default 20)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(run=run)
 
@@ -70,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"source:      {report['source']}")
         print(f"draws:       {args.count} x {args.bytes} bytes")
-        print(f"latency:     p50 {report['latency_ms_p50']:.3f} ms, "
-              f"p99 {report['latency_ms_p99']:.3f} ms")
+        print(
+            f"latency:     p50 {report['latency_ms_p50']:.3f} ms, "
+            f"p99 {report['latency_ms_p99']:.3f} ms"
+        )
         print(f"throughput:  {report['throughput_mb_s']:.1f} MB/s")
         print(f"health:      {health}")
     return 0

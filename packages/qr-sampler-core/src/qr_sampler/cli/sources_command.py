@@ -45,11 +45,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print_table(
         ("SOURCE", "PLUGIN", "DISTRIBUTION", "VERSION"),
-        [(s["name"], s["plugin"], s["distribution"] or "-", s["version"] or "-") for s in sources],
+        [
+            [str(s[key] or "-") for key in ("name", "plugin", "distribution", "version")]
+            for s in sources
+        ],
     )
     if failures:
         print("\nplugins that failed to load (skipped):")
         for failure in failures:
-            dist = f" ({failure['distribution']} {failure['version']})"
-            print(f"  {failure['plugin']}{dist if failure['distribution'] else ''}: {failure['error']}")
+            dist = failure["distribution"]
+            origin = f" ({dist} {failure['version']})" if dist else ""
+            print(f"  {failure['plugin']}{origin}: {failure['error']}")
     return 0
