@@ -1,0 +1,1 @@
+"""The generic request/response messages, compiled from ``generic_entropy.proto``."""

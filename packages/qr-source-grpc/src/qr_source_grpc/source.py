@@ -1,0 +1,161 @@
+"""``quantum_grpc``: random bytes from any gRPC server that speaks the field-1 layout."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from qr_sampler import EntropySource, EntropyUnavailableError, mask_secret
+from qr_sampler.entropy.base import check_byte_count
+
+from qr_source_grpc.breaker import OPEN, CircuitBreaker
+from qr_source_grpc.channel import is_local, open_channel
+from qr_source_grpc.failures import ServerRejectedError, TransportError
+from qr_source_grpc.settings import CircuitBreakerSettings, GrpcSourceSettings
+from qr_source_grpc.transports import (
+    BidiStreamingTransport,
+    Metadata,
+    ServerStreamingTransport,
+    Transport,
+    UnaryTransport,
+)
+
+logger = logging.getLogger(__name__)
+
+# mode -> (transport, the settings field that names its method)
+_MODES: dict[str, tuple[Callable[[grpc.Channel, str, str, Metadata], Transport], str]] = {
+    "unary": (UnaryTransport, "method_path"),
+    "server_streaming": (ServerStreamingTransport, "stream_method_path"),
+    "bidi_streaming": (BidiStreamingTransport, "stream_method_path"),
+}
+
+
+class GrpcEntropySource(EntropySource):
+    """Fetches exactly ``n`` bytes per draw, in chunks, with retries and a circuit breaker.
+
+    Built with no arguments it reads ``QR_GRPC_*`` and ``QR_CB_*``; a bad value is a
+    ``ConfigValidationError``. Every failure to deliver is an ``EntropyUnavailableError``
+    so the core's fallback can take over. Safe to call from several threads.
+    """
+
+    name = "quantum_grpc"
+
+    def __init__(
+        self,
+        settings: GrpcSourceSettings | None = None,
+        breaker_settings: CircuitBreakerSettings | None = None,
+        *,
+        breaker_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings if settings is not None else GrpcSourceSettings.load()
+        breaker_settings = (
+            breaker_settings if breaker_settings is not None else CircuitBreakerSettings.load()
+        )
+        cfg = self._settings
+        self._breaker = CircuitBreaker(breaker_settings, cfg.timeout_ms, breaker_clock)
+        transport_class, method_field = _MODES[cfg.mode]
+        method = getattr(cfg, method_field)
+        setting = f"{GrpcSourceSettings.env_prefix_value()}{method_field}".upper()
+        metadata = ((cfg.api_key_header, cfg.api_key),) if cfg.api_key else ()
+        self._channel = open_channel(cfg)
+        self._transport = transport_class(self._channel, method, setting, metadata)
+        if cfg.api_key and not cfg.tls and not is_local(cfg.server_address):
+            logger.warning(
+                "QR_GRPC_API_KEY is sent in plaintext to %s; anyone on the network path can "
+                "read it — set QR_GRPC_TLS=true",
+                cfg.server_address,
+            )
+
+    def get_random_bytes(self, n: int) -> bytes:
+        check_byte_count(n)
+        if n == 0:
+            return b""
+        cfg = self._settings
+        chunks = math.ceil(n / cfg.max_bytes_per_request)
+        # Short replies are topped up by further calls; this bound keeps a server that
+        # trickles one byte per reply from holding an engine step indefinitely.
+        budget_s = chunks * (cfg.retry_count + 1) * cfg.timeout_ms / 1000.0
+        give_up_at = time.monotonic() + budget_s
+        pieces = []
+        remaining = n
+        while remaining:
+            piece = self._fetch(min(remaining, cfg.max_bytes_per_request), give_up_at, n)
+            pieces.append(piece)
+            remaining -= len(piece)
+        return b"".join(pieces)
+
+    def _fetch(self, count: int, give_up_at: float, n: int) -> bytes:
+        """Between 1 and ``count`` bytes from one successful call, retrying transport failures."""
+        failures = 0
+        while True:
+            timeout_s = min(self._breaker.deadline_s(count), give_up_at - time.monotonic())
+            if timeout_s <= 0:
+                raise self._unavailable(
+                    f"a draw of {n} bytes ran out of time: the server's replies were short "
+                    "or slow (a draw may take QR_GRPC_TIMEOUT_MS x (QR_GRPC_RETRY_COUNT + 1) "
+                    "per chunk)"
+                )
+            self._breaker.admit()
+            start = time.perf_counter()
+            try:
+                data = self._transport.fetch(count, timeout_s)
+            except TransportError as exc:
+                self._breaker.record_failure()
+                failures += 1
+                logger.debug(
+                    "attempt %d for %d bytes failed: %s", failures, count, self._redact(exc)
+                )
+                if failures > self._settings.retry_count:
+                    raise self._unavailable(f"{exc} (attempts: {failures})") from None
+                continue
+            except ServerRejectedError as exc:
+                self._breaker.record_rejection()
+                raise self._unavailable(str(exc)) from None
+            except Exception as exc:  # e.g. a call on a channel closed by another thread
+                self._breaker.record_rejection()
+                raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
+            latency_ms = (time.perf_counter() - start) * 1000.0
+            self._breaker.record_success(latency_ms, len(data))
+            return data
+
+    def _redact(self, text: object) -> str:
+        # A server may echo what it was sent in its error details.
+        key = self._settings.api_key
+        return str(text).replace(key, mask_secret(key)) if key else str(text)
+
+    def _unavailable(self, reason: str) -> EntropyUnavailableError:
+        return EntropyUnavailableError(
+            self._redact(f"quantum_grpc at {self._settings.server_address}: {reason}")
+        )
+
+    def health_check(self) -> dict[str, Any]:
+        cfg = self._settings
+        breaker = self._breaker.snapshot()
+        return {
+            "source": self.name,
+            "healthy": breaker["breaker_state"] != OPEN,
+            "address": cfg.server_address,
+            "mode": cfg.mode,
+            "method_path": cfg.method_path,
+            "stream_method_path": cfg.stream_method_path,
+            "tls": cfg.tls,
+            "authenticated": bool(cfg.api_key),
+            "timeout_ms": cfg.timeout_ms,
+            "max_bytes_per_request": cfg.max_bytes_per_request,
+            **breaker,
+        }
+
+    def close(self) -> None:
+        self._transport.close()
+        self._channel.close()
+
+    def __repr__(self) -> str:
+        cfg = self._settings
+        return (
+            f"GrpcEntropySource(address={cfg.server_address!r}, mode={cfg.mode!r}, "
+            f"authenticated={bool(cfg.api_key)})"
+        )

@@ -1,0 +1,127 @@
+"""The generic messages against the protobuf runtime and the real protocols' classes."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from grpc_test_servers import field1_reply
+from qr_source_grpc.failures import MalformedReplyError
+from qr_source_grpc.proto import regen
+from qr_source_grpc.wire import decode_reply, encode_request
+from qr_urandom_server.proto.qr_entropy.v1.entropy_service_pb2 import (
+    EntropyRequest,
+    EntropyResponse,
+)
+
+COUNTS = [1, 127, 128, 300, 20480, 1 << 20, 5_242_880, (1 << 31) - 1]
+
+
+@pytest.mark.parametrize("count", COUNTS)
+def test_request_encodes_like_qr_entropy(count: int) -> None:
+    assert encode_request(count) == EntropyRequest(bytes_needed=count).SerializeToString()
+    assert EntropyRequest.FromString(encode_request(count)).bytes_needed == count
+
+
+@pytest.mark.parametrize("count", COUNTS)
+def test_request_encodes_like_qrng(count: int, qrng_pb2: ModuleType) -> None:
+    assert encode_request(count) == qrng_pb2.RandomRequest(num_bytes=count).SerializeToString()
+    assert qrng_pb2.RandomRequest.FromString(encode_request(count)).num_bytes == count
+
+
+@pytest.mark.parametrize("data", [b"\x00", bytes(range(256)), b"\xff" * 20480])
+def test_reply_decodes_qr_entropy_and_skips_its_other_fields(data: bytes) -> None:
+    reply = EntropyResponse(
+        data=data, sequence_id=7, generation_timestamp_ns=1_700_000_000, device_id="dev"
+    )
+    assert decode_reply(reply.SerializeToString()) == data
+
+
+def test_reply_decodes_qrng(qrng_pb2: ModuleType) -> None:
+    reply = qrng_pb2.RandomResponse(data=b"quantum", timestamp=5, device_id="firefly-1")
+    assert decode_reply(reply.SerializeToString()) == b"quantum"
+
+
+def test_hand_encoded_reply_matches_protobuf() -> None:
+    assert field1_reply(b"abc") == EntropyResponse(data=b"abc").SerializeToString()
+
+
+def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
+    unknown = (
+        b"\x10\x96\x01"  # field 2 varint
+        b"\x19"
+        + b"\x00" * 8  # field 3 fixed64
+        + b"\x22\x02hi"  # field 4 length-delimited
+        + b"\x2d"
+        + b"\x00" * 4  # field 5 fixed32
+        + b"\xa8\x06\x01"  # field 101 varint
+    )
+    assert decode_reply(unknown + field1_reply(b"bytes") + unknown) == b"bytes"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"",  # nothing at all
+        EntropyResponse(sequence_id=3, device_id="x").SerializeToString(),  # no field 1
+        field1_reply(b""),  # field 1 present but empty: proto3 cannot tell it from absent
+        b"\x08\x05",  # field 1 as a varint, not bytes
+    ],
+)
+def test_reply_without_bytes_in_field_1_is_an_error(reply: bytes) -> None:
+    with pytest.raises(MalformedReplyError, match="no bytes in field 1"):
+        decode_reply(reply)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x0a\xff\xff\xff\xff\x0f",  # length far beyond the message
+        b"\x0a\x05ab",  # truncated field
+        b"\x07",  # wire type 7 does not exist
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",  # an endless varint tag
+    ],
+)
+def test_garbage_is_an_error(garbage: bytes) -> None:
+    with pytest.raises(MalformedReplyError, match="not a protobuf message"):
+        decode_reply(garbage)
+
+
+def test_committed_stubs_are_current() -> None:
+    assert regen.stale_files() == [], "run: python -m qr_source_grpc.proto.regen"
+
+
+def test_regen_detects_and_repairs_stale_stubs(tmp_path: Path) -> None:
+    assert regen.main(["--check", "--root", str(tmp_path)]) == 1  # stubs missing
+
+    assert regen.main(["--root", str(tmp_path)]) == 0
+    assert regen.main(["--check", "--root", str(tmp_path)]) == 0
+
+    stub = tmp_path / regen.GENERATED_FILES[0]
+    stub.write_text(stub.read_text() + "# edited\n")
+    assert regen.stale_files(tmp_path) == [regen.GENERATED_FILES[0]]
+
+
+def test_regen_refuses_another_grpcio_tools(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(regen, "GRPCIO_TOOLS_VERSION", "0.0.1")
+    assert regen.main(["--check"]) == 2
+    assert "pip install 'grpcio-tools==0.0.1'" in capsys.readouterr().err
+
+
+def test_regen_without_grpcio_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(regen.RegenError, match="grpcio-tools is missing"):
+        regen.render()
+
+
+def test_regen_reports_a_protoc_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(regen, "PROTO_FILE", "qr_source_grpc/proto/absent.proto")
+    with pytest.raises(regen.RegenError, match="protoc failed"):
+        regen.render()
