@@ -13,6 +13,7 @@ from concurrent import futures
 from contextlib import contextmanager
 
 import grpc
+
 from qr_source_grpc import GrpcEntropySource
 
 # Builds a GrpcEntropySource from keyword settings (the ``make_source`` fixture).

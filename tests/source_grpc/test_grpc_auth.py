@@ -13,6 +13,7 @@ from types import ModuleType
 import grpc
 import pytest
 from grpc_test_servers import raw_server
+
 from qr_sampler import EntropyUnavailableError
 from qr_source_grpc import GrpcEntropySource
 

@@ -7,6 +7,7 @@ import time
 import grpc
 import pytest
 from grpc_test_servers import CallCounter, field1_reply, raw_server, requested_count
+
 from qr_sampler import EntropyUnavailableError
 from qr_source_grpc import CircuitBreakerSettings, GrpcEntropySource, GrpcSourceSettings
 from qr_source_grpc.breaker import CircuitBreaker

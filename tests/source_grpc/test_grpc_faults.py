@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_test_servers import CallCounter, SourceFactory, field1_reply, raw_server, requested_count
+
 from qr_sampler import EntropyUnavailableError, FallbackEntropySource, SystemEntropySource
 from qr_source_grpc import CircuitBreakerSettings
 from qr_urandom_server.server import serve_in_background

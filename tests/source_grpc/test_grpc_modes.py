@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from grpc_test_servers import SourceFactory
+
 from qr_urandom_server.server import EntropyServer
 
 MODES = ["unary", "server_streaming", "bidi_streaming"]

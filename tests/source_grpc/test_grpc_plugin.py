@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from qr_sampler import FallbackEntropySource, QRSamplerConfig
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.plugins import load_registry

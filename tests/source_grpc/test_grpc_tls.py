@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_test_servers import SourceFactory, field1_reply, raw_server, requested_count
+
 from qr_sampler import ConfigValidationError, EntropyUnavailableError
 
 UNARY = "/qr_entropy.EntropyService/GetEntropy"

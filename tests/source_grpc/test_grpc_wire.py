@@ -8,6 +8,7 @@ from types import ModuleType
 
 import pytest
 from grpc_test_servers import field1_reply
+
 from qr_source_grpc.failures import MalformedReplyError
 from qr_source_grpc.proto import regen
 from qr_source_grpc.wire import decode_reply, encode_request

@@ -1,0 +1,60 @@
+"""Contract tests against the real vLLM classes, on a CPU-only machine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+import torch
+from vllm.platforms import current_platform
+from vllm.utils import platform_utils
+
+from qr_sampler import vllm as adapter
+from qr_sampler.plugins import get_registry
+
+# The CUDA build of vLLM on a machine without a GPU resolves to a platform that
+# claims pinned memory, which needs a GPU; vLLM's own built-in processors then
+# fail while copying to the device. Pinned memory is the one thing not on hand.
+type(current_platform).is_pin_memory_available = classmethod(lambda cls: False)
+platform_utils.is_pin_memory_available.cache_clear()
+
+VOCAB = 64
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith("QR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    get_registry.cache_clear()
+    adapter._admission_defaults.cache_clear()
+    yield
+    get_registry.cache_clear()
+    adapter._admission_defaults.cache_clear()
+
+
+def vllm_config(speculative: bool = False) -> SimpleNamespace:
+    """The parts of VllmConfig that the loaders and the built-in processors read."""
+    return SimpleNamespace(
+        speculative_config=SimpleNamespace(num_speculative_tokens=2) if speculative else None,
+        scheduler_config=SimpleNamespace(max_num_seqs=16),
+        model_config=SimpleNamespace(logits_processors=None, get_vocab_size=lambda: VOCAB),
+    )
+
+
+def request_states(max_num_reqs: int = 16) -> SimpleNamespace:
+    """What Model Runner V2's LogitsProcRequestState.from_request_state reads."""
+    return SimpleNamespace(
+        device=torch.device("cpu"),
+        max_num_reqs=max_num_reqs,
+        vocab_size=VOCAB,
+        all_token_ids=None,
+        prompt_len=None,
+        prefill_len=None,
+        total_len=None,
+    )
