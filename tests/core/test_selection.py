@@ -9,24 +9,33 @@ import pytest
 import torch
 from scipy import stats
 
-from qr_sampler.selection import force_tokens, select_tokens, shannon_entropy, sort_descending
+from qr_sampler.selection import (
+    Selection,
+    descending_rank,
+    force_tokens,
+    select_tokens,
+    shannon_entropy,
+)
 
 INF = float("inf")
 
 
-def select(logits, u, temperature=1.0, top_k=0, top_p=1.0, entropy=None):
+def select(logits, u, temperature=1.0, top_k=0, top_p=1.0) -> Selection:
     logits = torch.as_tensor(logits, dtype=torch.float32)
     rows = logits.shape[0]
-    values, ids = sort_descending(logits)
+    temperatures = torch.as_tensor(temperature, dtype=torch.float32).expand(rows)
     return select_tokens(
-        values,
-        ids,
+        logits,
         torch.as_tensor(u, dtype=torch.float64).expand(rows),
-        torch.as_tensor(temperature, dtype=torch.float32).expand(rows),
+        lambda _entropy: temperatures,
         torch.as_tensor(top_k).expand(rows),
         torch.as_tensor(top_p, dtype=torch.float32).expand(rows),
-        entropy,
     )
+
+
+def ranks(logits, result: Selection) -> tuple[list[int], list[int]]:
+    rank, candidates = result.ranks(torch.as_tensor(logits, dtype=torch.float32))
+    return rank.tolist(), candidates.tolist()
 
 
 def reference_token(logits, u, temperature, top_k, top_p):
@@ -34,8 +43,9 @@ def reference_token(logits, u, temperature, top_k, top_p):
     order = sorted(range(len(logits)), key=lambda i: (-logits[i], i))
     if temperature <= 0:
         return order[0]
-    if top_k > 0:
-        order = order[:top_k]
+    if top_k > 0:  # every token tied with the k-th stays, as in vLLM
+        kth = logits[order[min(top_k, len(order)) - 1]]
+        order = [i for i in order if logits[i] >= kth]
     top = logits[order[0]]
     weights = [math.exp((logits[i] - top) / temperature) for i in order]
     total = sum(weights)
@@ -67,7 +77,7 @@ def test_cdf_intervals_follow_descending_probability():
     for u, token in expected.items():
         result = select(logits, u)
         assert result.token_id.item() == token, u
-        assert result.rank.item() == [1, 3, 2, 0].index(token)
+        assert ranks(logits, result)[0] == [[1, 3, 2, 0].index(token)]
 
 
 def test_ties_are_ordered_by_lower_token_id():
@@ -79,25 +89,30 @@ def test_masked_tokens_are_never_chosen():
     logits = [[-INF, 2.0, -INF, 1.0, -INF]]
     for u in np.linspace(1e-6, 1 - 1e-6, 200):
         assert select(logits, u).token_id.item() in (1, 3)
-    result = select(logits, 0.5)
-    assert result.num_candidates.item() == 2
+    assert ranks(logits, select(logits, 0.5))[1] == [2]
 
 
-def test_top_k_keeps_exactly_k_tokens_and_renormalises():
+def test_top_k_keeps_the_k_most_probable_tokens_and_renormalises():
     logits = [[4.0, 3.0, 2.0, 1.0, 0.0]]
     chosen = {select(logits, u, top_k=2).token_id.item() for u in np.linspace(0.001, 0.999, 99)}
     assert chosen == {0, 1}
     result = select(logits, 0.999, top_k=2)
-    assert result.num_candidates.item() == 2
+    assert ranks(logits, result)[1] == [2]
     assert result.prob.item() == pytest.approx(1 / (1 + math.e))
+
+
+def test_top_k_keeps_every_token_tied_with_the_kth_as_vllm_does():
+    logits = [[3.0, 1.0, 2.0, 2.0, 0.0]]
+    chosen = {select(logits, u, top_k=2).token_id.item() for u in np.linspace(0.001, 0.999, 99)}
+    assert chosen == {0, 2, 3}
 
 
 def test_top_p_keeps_the_smallest_prefix_reaching_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert select(logits, 0.99, top_p=0.5).num_candidates.item() == 1
-    assert select(logits, 0.99, top_p=0.51).num_candidates.item() == 2
+    assert ranks(logits, select(logits, 0.99, top_p=0.5))[1] == [1]
+    assert ranks(logits, select(logits, 0.99, top_p=0.51))[1] == [2]
     result = select(logits, 0.99, top_p=0.8)
-    assert result.num_candidates.item() == 2
+    assert ranks(logits, result)[1] == [2]
     assert result.token_id.item() == 1
     assert result.prob.item() == pytest.approx(0.3 / 0.8)
 
@@ -108,7 +123,7 @@ def test_temperature_zero_is_greedy_whatever_u():
         result = select(logits, u, temperature=0.0)
         assert result.token_id.item() == 2
         assert result.prob.item() == 1.0
-        assert result.rank.item() == 0
+        assert ranks(logits, result) == ([0], [1])
 
 
 def test_rows_without_a_distribution_are_flagged_invalid():
@@ -147,13 +162,10 @@ def test_token_frequencies_follow_the_softmax(temperature, top_k, top_p):
     logits = torch.from_numpy(np.random.default_rng(7).normal(0, 1.5, vocab)).float()
     generator = torch.Generator().manual_seed(99)
     u = torch.rand(draws, generator=generator, dtype=torch.float64)
-    batch = logits.expand(draws, vocab)
-    values, ids = sort_descending(batch)
     result = select_tokens(
-        values,
-        ids,
+        logits.expand(draws, vocab).contiguous(),
         u,
-        torch.full((draws,), temperature),
+        lambda _entropy: torch.full((draws,), temperature),
         torch.full((draws,), top_k),
         torch.full((draws,), top_p),
     )
@@ -174,8 +186,9 @@ def test_token_frequencies_follow_the_softmax(temperature, top_k, top_p):
 
 
 def test_shannon_entropy_ignores_masked_tokens():
-    logits = torch.tensor([[0.0, 0.0, -INF, 0.0, 0.0]])
-    assert shannon_entropy(sort_descending(logits)[0]).item() == pytest.approx(math.log(4))
+    logits = torch.tensor([[0.0, 0.0, -INF, 0.0, 0.0], [5.0, -INF, -INF, -INF, -INF]])
+    entropy = shannon_entropy(logits, logits.amax(-1), torch.empty_like(logits))
+    assert entropy.tolist() == pytest.approx([math.log(4), 0.0])
 
 
 def test_force_overwrites_the_chosen_logit_even_when_it_was_masked():

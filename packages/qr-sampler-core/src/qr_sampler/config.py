@@ -36,29 +36,35 @@ class SamplingOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    signal_amplifier_type: str = Field("zscore_mean", description="Bytes-to-u amplifier")
-    sample_count: int = Field(20480, ge=1, le=1 << 22, description="Entropy bytes per token")
-    population_mean: float = Field(127.5, description="Mean of one byte under the null")
+    signal_amplifier_type: str = Field(default="zscore_mean", description="Bytes-to-u amplifier")
+    sample_count: int = Field(
+        default=20480, ge=1, le=1 << 22, description="Entropy bytes per token"
+    )
+    population_mean: float = Field(default=127.5, description="Mean of one byte under the null")
     population_std: float = Field(
-        DISCRETE_UNIFORM_BYTE_STD, gt=0, description="Std of one byte under the null"
+        default=DISCRETE_UNIFORM_BYTE_STD, gt=0, description="Std of one byte under the null"
     )
     uniform_clamp_epsilon: float = Field(
-        1e-10, gt=0, lt=0.5, description="u is clamped to (eps, 1 - eps)"
+        default=1e-10, gt=0, lt=0.5, description="u is clamped to (eps, 1 - eps)"
     )
-    temperature_strategy: str = Field("fixed", description="fixed or edt (or a plugin's)")
-    fixed_temperature: float = Field(0.7, ge=0, description="Temperature; 0 is greedy")
-    edt_base_temp: float = Field(0.8, ge=0, description="EDT: T = base * H_norm ** exponent")
-    edt_exponent: float = Field(0.5, ge=0, description="EDT exponent")
-    edt_min_temp: float = Field(0.1, ge=0, description="EDT lower clamp")
-    edt_max_temp: float = Field(2.0, ge=0, description="EDT upper clamp")
-    top_k: int = Field(0, description="Keep the k most probable tokens; <= 0 disables")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass; 1.0 disables")
-    log_level: LogLevel = Field("summary", description="Python logging: none, summary, full")
-    diagnostic_mode: bool = Field(False, description="Keep recent token records in memory")
-    bypass: bool = Field(False, description="Leave the request to vLLM's own sampler")
+    temperature_strategy: str = Field(default="fixed", description="fixed or edt (or a plugin's)")
+    fixed_temperature: float = Field(default=0.7, ge=0, description="Temperature; 0 is greedy")
+    edt_base_temp: float = Field(
+        default=0.8, ge=0, description="EDT: T = base * H_norm ** exponent"
+    )
+    edt_exponent: float = Field(default=0.5, ge=0, description="EDT exponent")
+    edt_min_temp: float = Field(default=0.1, ge=0, description="EDT lower clamp")
+    edt_max_temp: float = Field(default=2.0, ge=0, description="EDT upper clamp")
+    top_k: int = Field(default=0, description="Keep the k most probable tokens; <= 0 disables")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus mass; 1.0 disables")
+    log_level: LogLevel = Field(
+        default="summary", description="Python logging: none, summary, full"
+    )
+    diagnostic_mode: bool = Field(default=False, description="Keep recent token records in memory")
+    bypass: bool = Field(default=False, description="Leave the request to vLLM's own sampler")
     # vllm_xargs may carry a numeric label; keep it as the text the user sent.
     tag: str = Field(
-        "",
+        default="",
         max_length=256,
         coerce_numbers_to_str=True,
         description="Free label copied into every record",
@@ -92,11 +98,13 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
 
     model_config = SettingsConfigDict(env_prefix="QR_", extra="ignore", frozen=True)
 
-    entropy_source_type: str = Field("system", description="Registered entropy source name")
+    entropy_source_type: str = Field(default="system", description="Registered entropy source name")
     fallback_mode: Literal["system", "error"] = Field(
-        "system", description="On source failure: draw from os.urandom (flagged) or fail"
+        default="system", description="On source failure: draw from os.urandom (flagged) or fail"
     )
-    log_path: str = Field("", description="Append one JSON line per token here; empty = off")
+    log_path: str = Field(
+        default="", description="Append one JSON line per token here; empty = off"
+    )
 
     @field_validator("entropy_source_type")
     @classmethod

@@ -21,13 +21,7 @@ from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.plugins import Registry, get_registry
 from qr_sampler.records import RecordSink, SummaryLog, TokenRecord
 from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
-from qr_sampler.selection import (
-    Selection,
-    force_tokens,
-    select_tokens,
-    shannon_entropy,
-    sort_descending,
-)
+from qr_sampler.selection import Selection, Workspace, force_tokens, select_tokens
 from qr_sampler.temperature import TemperatureStrategy
 
 if TYPE_CHECKING:
@@ -75,6 +69,7 @@ class QRSampler:
         ]
         self.sink = RecordSink(self.config.log_path)
         self.summary = SummaryLog(enabled=self.config.log_level != "none")
+        self.workspace = Workspace()
         self.steps = 0
 
     def resolve(self, extra_args: Mapping[str, Any] | None) -> SamplingOptions:
@@ -111,32 +106,34 @@ class QRSampler:
 
         wanted = self._records_wanted(slots, active)
         strategy_ids = np.unique(params[active, _STRATEGY]).astype(np.int64)
+        vocab = logits.shape[-1]
+
+        def temperatures(entropy: torch.Tensor | None) -> torch.Tensor:
+            return self._temperatures(columns, entropy, strategy_ids, vocab)
+
         needs_entropy = bool(wanted) or any(self._strategies[i].needs_entropy for i in strategy_ids)
-        sorted_logits, sorted_ids = sort_descending(logits)
-        entropy = shannon_entropy(sorted_logits) if needs_entropy else None
-        temperature = self._temperatures(columns, entropy, strategy_ids, logits.shape[-1])
         selection = select_tokens(
-            sorted_logits,
-            sorted_ids,
+            logits,
             u,
-            temperature,
+            temperatures,
             columns["top_k"].long(),
-            columns["top_p"].to(sorted_logits.dtype),
-            entropy,
+            columns["top_p"].to(logits.dtype),
+            with_entropy=needs_entropy,
+            workspace=self.workspace,
         )
-        rows = columns["active"].bool() & selection.valid
-        force_tokens(logits, rows, selection.token_id)
-        invalid = columns["active"].bool() & ~selection.valid
+        # Ranks are read from the logits as they were, so before forcing.
+        results = self._per_row_results(selection, logits) if wanted else None
+        active_rows = columns["active"].bool()
+        force_tokens(logits, active_rows & selection.valid, selection.token_id)
+        invalid = active_rows & ~selection.valid
         if bool(invalid.any()):
             logger.warning(
                 "left %d row(s) to vLLM's sampler: their logits are all -inf or hold "
                 "NaN/inf, so no token can be chosen from a distribution",
                 int(invalid.sum()),
             )
-        if wanted:
-            self._write_records(
-                wanted, slots, params, amplified, draw, selection, temperature, start
-            )
+        if results is not None:
+            self._write_records(wanted, slots, params, amplified, draw, results, start)
         self.summary.add_step(int(active.sum()), draw.fallback, draw.fetch_ms)
         return logits
 
@@ -187,29 +184,21 @@ class QRSampler:
             if self.sink.log_path or _wants_record(options[slots[row]])
         ]
 
-    def _write_records(
-        self,
-        rows: Sequence[int],
-        slots: npt.NDArray[np.int64],
-        params: npt.NDArray[np.float64],
-        amplified: Amplified,
-        draw: EntropyDraw,
-        selection: Selection,
-        temperature: torch.Tensor,
-        start: float,
-    ) -> None:
+    @staticmethod
+    def _per_row_results(selection: Selection, logits: torch.Tensor) -> npt.NDArray[np.float64]:
+        """One small device-to-host copy of the per-row results; never the logits."""
         import torch
 
         assert selection.entropy is not None
-        # One small device-to-host copy of per-row results; never the logits.
-        per_row = (
+        rank, candidates = selection.ranks(logits)
+        return (
             torch.stack(
                 [
                     selection.token_id.double(),
-                    selection.rank.double(),
+                    rank.double(),
                     selection.prob.double(),
-                    selection.num_candidates.double(),
-                    temperature.double(),
+                    candidates.double(),
+                    selection.temperature.double(),
                     selection.entropy.double(),
                     selection.valid.double(),
                 ]
@@ -217,7 +206,18 @@ class QRSampler:
             .cpu()
             .numpy()
         )
-        token_id, rank, prob, candidates, temp, entropy, valid = per_row
+
+    def _write_records(
+        self,
+        rows: Sequence[int],
+        slots: npt.NDArray[np.int64],
+        params: npt.NDArray[np.float64],
+        amplified: Amplified,
+        draw: EntropyDraw,
+        results: npt.NDArray[np.float64],
+        start: float,
+    ) -> None:
+        token_id, rank, prob, candidates, temp, entropy, valid = results
         total_ms = (time.perf_counter() - start) * 1000.0
         records, log_full, keep = [], [], []
         for row in rows:

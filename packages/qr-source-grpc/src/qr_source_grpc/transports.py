@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from abc import ABC, abstractmethod
+from typing import TypeAlias
 
 import grpc
 
@@ -84,7 +85,7 @@ class ServerStreamingTransport(Transport):
         return bytes(received)
 
 
-_StreamItem = bytes | grpc.RpcError | None
+_StreamItem: TypeAlias = "bytes | grpc.RpcError | None"
 
 
 class _Stream:
