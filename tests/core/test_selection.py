@@ -11,7 +11,6 @@ from scipy import stats
 
 from qr_sampler.selection import (
     Selection,
-    descending_rank,
     force_tokens,
     select_tokens,
     shannon_entropy,

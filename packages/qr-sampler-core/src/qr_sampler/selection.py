@@ -237,15 +237,20 @@ class _CdfWalk:
             - self.histogram.gather(1, bin_index[:, None])
         ).squeeze(1)
 
-        in_bin = self.bins == bin_index[:, None]
-        width = max(int(in_bin.sum(dim=-1).max()), 1)
-        candidates = torch.where(
-            in_bin, self.logits, torch.full((), float("-inf"), device=self.logits.device)
+        rows = self.logits.shape[0]
+        in_bin = torch.eq(
+            self.bins, bin_index[:, None], out=self.workspace.get("in_bin", self.logits, torch.bool)
         )
-        values, token_ids = candidates.topk(width, dim=-1)
-        # topk leaves ties unordered: order by token id, then stably by value.
-        token_ids, by_id = token_ids.sort(dim=-1)
-        values = values.gather(1, by_id)
+        # Compact the bin's tokens into a small [rows, width] table; nonzero lists
+        # them row by row in token-id order, which is the order ties need.
+        row, token = in_bin.nonzero(as_tuple=True)
+        counts = torch.bincount(row, minlength=rows)
+        width = max(int(counts.max()), 1)
+        column = torch.arange(row.numel(), device=row.device) - (counts.cumsum(0) - counts)[row]
+        values = torch.full((rows, width), float("-inf"), device=self.logits.device)
+        values[row, column] = self.logits[row, token]
+        token_ids = torch.zeros((rows, width), dtype=torch.int64, device=self.logits.device)
+        token_ids[row, column] = token
         values, by_value = values.sort(dim=-1, descending=True, stable=True)
         token_ids = token_ids.gather(1, by_value)
 
