@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 import torch
+from common import summary, time_pairs_ms, write_results
 from vllm import SamplingParams
 from vllm.config import DeviceConfig, VllmConfig
 from vllm.platforms import current_platform
@@ -23,7 +24,6 @@ from vllm.v1.sample.logits_processor import BatchUpdateBuilder, LogitsProcessors
 from vllm.v1.sample.metadata import SamplingMetadata
 from vllm.v1.sample.sampler import Sampler
 
-from common import summary, time_pairs_ms, write_results
 from qr_sampler.vllm import QRSamplerLogitsProcessor
 
 # vLLM's CUDA wheel on a machine without a GPU claims pinned memory; say no.
@@ -108,8 +108,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
     args = parser.parse_args()
     results = []
-    print(f"{'batch':>5}  {'config':<20}{'qr p50':>9}{'qr p90':>9}{'vllm p50':>10}"
-          f"{'vllm p90':>10}{'ratio':>7}")
+    print(
+        f"{'batch':>5}  {'config':<20}{'qr p50':>9}{'qr p90':>9}{'vllm p50':>10}"
+        f"{'vllm p90':>10}{'ratio':>7}"
+    )
     for rows in args.batches:
         # Big batches take seconds per vLLM top-k/top-p step on two cores.
         steps = max(5, args.steps // (1 + rows // 64))
@@ -117,9 +119,12 @@ def main() -> int:
             case = bench_case(rows, name, steps)
             results.append(case)
             qr, vllm = case["qr_sampler"], case["vllm_sampler"]
-            print(f"{rows:>5}  {name:<20}{qr['median_ms']:>9.2f}{qr['p90_ms']:>9.2f}"
-                  f"{vllm['median_ms']:>10.2f}{vllm['p90_ms']:>10.2f}"
-                  f"{case['ratio_median']:>7.2f}", flush=True)
+            print(
+                f"{rows:>5}  {name:<20}{qr['median_ms']:>9.2f}{qr['p90_ms']:>9.2f}"
+                f"{vllm['median_ms']:>10.2f}{vllm['p90_ms']:>10.2f}"
+                f"{case['ratio_median']:>7.2f}",
+                flush=True,
+            )
     path = write_results("sampler_step", {"vocab": VOCAB, "cases": results})
     print(f"results: {path}")
     return 0
