@@ -1,36 +1,33 @@
-"""Latency of the ``quantum_grpc`` source against the urandom reference server.
+"""How fast each entropy path delivers one token's bytes and one batch's bytes.
 
-Measures, for every mode over loopback TCP and over a unix socket, the median and p99 of
-a one-token draw (20,480 bytes), and over the unix socket a whole-batch draw
-(64 x 20,480 bytes) next to ``os.urandom`` for the same number of bytes. The server runs
-in its own process, as it does in a deployment, so it does not share the client's GIL.
+For a one-token draw (20,480 bytes) and a whole-batch draw (64 x 20,480 bytes):
+``os.urandom`` in this process (the floor), core's ``system`` source, and the
+``quantum_grpc`` source in every mode over loopback TCP and over a unix socket,
+against ``qr-urandom-server`` running in its own process as in a deployment.
 
-    python benchmarks/grpc_latency.py [--draws 1000] [--batch 64] [--json]
-
-Needs qr-source-grpc and qr-source-urandom-server installed. Figures are only comparable
-within one run on one machine.
+    python benchmarks/entropy_fetch.py [--draws 500] [--batch 64]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from common import summary, time_ms, write_results
+
+from qr_sampler import SystemEntropySource
 from qr_source_grpc import CircuitBreakerSettings, GrpcEntropySource, GrpcSourceSettings
 from qr_source_grpc.settings import Mode
 
 MODES: tuple[Mode, ...] = ("unary", "server_streaming", "bidi_streaming")
 TOKEN_BYTES = 20480
-WARMUP = 50
+WARMUP = 20
 
 
 @contextmanager
@@ -52,59 +49,53 @@ def urandom_server(address: str) -> Iterator[str]:
         process.wait(10)
 
 
-def timings_ms(draw: Callable[[], object], count: int) -> list[float]:
-    for _ in range(WARMUP):
-        draw()
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter_ns()
-        draw()
-        samples.append((time.perf_counter_ns() - start) / 1e6)
-    return samples
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p99 = ordered[math.ceil(0.99 * len(ordered)) - 1]  # nearest rank
-    return {"median_ms": round(statistics.median(ordered), 3), "p99_ms": round(p99, 3)}
-
-
-def measure(address: str, mode: Mode, size: int, count: int) -> dict[str, float]:
-    settings = GrpcSourceSettings(server_address=address, mode=mode)
-    with GrpcEntropySource(settings, CircuitBreakerSettings()) as source:
-        return summary(timings_ms(lambda: source.get_random_bytes(size), count))
+def case(name: str, size: int, draw: Callable[[], object], count: int) -> dict[str, Any]:
+    figures = summary(time_ms(draw, count, WARMUP))
+    throughput = size / (figures["median_ms"] / 1000) / 1e6
+    return {"case": name, "bytes": size, **figures, "mb_per_s": round(throughput, 1)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--draws", type=int, default=1000, help="timed draws per case")
+    parser.add_argument("--draws", type=int, default=500, help="timed one-token draws per case")
     parser.add_argument("--batch", type=int, default=64, help="rows in the whole-batch draw")
-    parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args()
+    sizes = {"token": TOKEN_BYTES, "batch": args.batch * TOKEN_BYTES}
+    counts = {"token": args.draws, "batch": max(20, args.draws // 10)}
 
-    batch_bytes = args.batch * TOKEN_BYTES
-    batch_draws = max(20, args.draws // 10)
-    results: list[dict[str, object]] = []
+    results = []
+    system = SystemEntropySource()
+    for kind, size in sizes.items():
+        results.append(case(f"os.urandom {kind}", size, lambda n=size: os.urandom(n), counts[kind]))
+        results.append(
+            case(f"system {kind}", size, lambda n=size: system.get_random_bytes(n), counts[kind])
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        addresses = {"tcp": "127.0.0.1:0", "unix": f"unix://{tmp}/entropy.sock"}
-        for transport, bind in addresses.items():
+        for transport, bind in {"tcp": "127.0.0.1:0", "unix": f"unix://{tmp}/e.sock"}.items():
             with urandom_server(bind) as address:
                 for mode in MODES:
-                    figures = measure(address, mode, TOKEN_BYTES, args.draws)
-                    results.append({"case": f"{transport} {mode}", "bytes": TOKEN_BYTES, **figures})
-                if transport == "unix":
-                    for mode in MODES:
-                        figures = measure(address, mode, batch_bytes, batch_draws)
-                        results.append({"case": f"unix {mode}", "bytes": batch_bytes, **figures})
-    urandom = summary(timings_ms(lambda: os.urandom(batch_bytes), batch_draws))
-    results.append({"case": "os.urandom", "bytes": batch_bytes, **urandom})
+                    settings = GrpcSourceSettings(server_address=address, mode=mode)
+                    with GrpcEntropySource(settings, CircuitBreakerSettings()) as source:
+                        for kind, size in sizes.items():
+                            results.append(
+                                case(
+                                    f"grpc {transport} {mode} {kind}",
+                                    size,
+                                    lambda n=size, s=source: s.get_random_bytes(n),
+                                    counts[kind],
+                                )
+                            )
 
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    print(f"{'case':<24}{'bytes':>10}{'median ms':>12}{'p99 ms':>10}")
+    floor = {r["bytes"]: r["median_ms"] for r in results if r["case"].startswith("os.urandom")}
     for row in results:
-        print(f"{row['case']:<24}{row['bytes']:>10}{row['median_ms']:>12.3f}{row['p99_ms']:>10.3f}")
+        row["vs_os_urandom"] = round(row["median_ms"] / floor[row["bytes"]], 2)
+    print(f"{'case':<36}{'bytes':>9}{'p50 ms':>9}{'p99 ms':>9}{'MB/s':>8}{'x urandom':>11}")
+    for row in results:
+        print(
+            f"{row['case']:<36}{row['bytes']:>9}{row['median_ms']:>9.3f}{row['p99_ms']:>9.3f}"
+            f"{row['mb_per_s']:>8.0f}{row['vs_os_urandom']:>11.2f}"
+        )
+    print(f"results: {write_results('entropy_fetch', {'cases': results})}")
     return 0
 
 

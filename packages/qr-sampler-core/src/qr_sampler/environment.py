@@ -15,6 +15,7 @@ from dotenv import dotenv_values
 
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.plugins import LOAD_PLUGINS_VARIABLE, STRICT_PLUGINS_VARIABLE, Registry
+from qr_sampler.profiles import DEPLOYMENTS_VARIABLE
 from qr_sampler.settings import ENV_FILE_VARIABLE, QRSettings
 
 PREFIX = "QR_"
@@ -22,6 +23,7 @@ PROCESS_VARIABLES = {
     ENV_FILE_VARIABLE: "core (process)",
     LOAD_PLUGINS_VARIABLE: "core (process)",
     STRICT_PLUGINS_VARIABLE: "core (process)",
+    DEPLOYMENTS_VARIABLE: "core (qr-sampler profile)",
 }
 
 
@@ -52,6 +54,17 @@ def known_variables(registry: Registry) -> dict[str, str]:
         for settings in classes:
             known.update(dict.fromkeys(settings.env_names(), owner))
     return known
+
+
+def secret_variables(registry: Registry) -> set[str]:
+    """Names of the variables that hold secrets, in core or any installed source."""
+    return {
+        name
+        for classes in settings_classes(registry).values()
+        for settings in classes
+        for name, field in settings.env_names().items()
+        if field in settings.secret_fields
+    }
 
 
 def read_env_file(path: str) -> dict[str, str]:

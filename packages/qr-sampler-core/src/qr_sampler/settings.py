@@ -7,6 +7,7 @@ process environment, which wins over the file.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import ValidationError
@@ -55,6 +56,22 @@ class QRSettings(BaseSettings):
                     exc, cls.env_prefix_value(), upper=True, secrets=cls.secret_fields
                 )
             ) from None
+
+    @classmethod
+    def from_assignments(cls: type[_S], assignments: Mapping[str, str]) -> _S:
+        """Validate ``NAME=value`` assignments on their own, as a profile file stands.
+
+        Every other field takes its default: explicit values win over the process
+        environment, which must not make a profile pass or fail.
+        """
+        names = cls.env_names()
+        values: dict[str, Any] = {
+            field: info.get_default(call_default_factory=True)
+            for field, info in cls.model_fields.items()
+            if not info.is_required()
+        }
+        values.update({names[key]: value for key, value in assignments.items() if key in names})
+        return cls.load(env_file=os.devnull, **values)
 
     @classmethod
     def env_prefix_value(cls) -> str:

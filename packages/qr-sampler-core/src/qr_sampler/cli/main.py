@@ -1,4 +1,5 @@
-"""``qr-sampler``: inspect sources, check configuration, probe the entropy source."""
+"""``qr-sampler``: inspect sources, check configuration, probe the entropy source,
+manage deployment profiles and scaffold new source packages."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from qr_sampler.cli import config_command, probe_command, sources_command
+from qr_sampler.cli import (
+    config_command,
+    probe_command,
+    profile_command,
+    source_command,
+    sources_command,
+)
 from qr_sampler.errors import QRSamplerError
 
 
@@ -16,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tools for the qr-sampler vLLM plugin.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (sources_command, config_command, probe_command):
+    for module in (sources_command, config_command, probe_command, source_command, profile_command):
         module.add_parser(commands)
     return parser
 

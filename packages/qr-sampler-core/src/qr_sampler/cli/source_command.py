@@ -1,0 +1,54 @@
+"""``qr-sampler source new NAME``: scaffold a third-party entropy source package."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from qr_sampler.errors import QRSamplerError
+from qr_sampler.plugins import get_registry
+from qr_sampler.scaffold import SourceNames, create_source_package
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "source",
+        help="tools for writing an entropy source",
+        description="Tools for authors of entropy source packages.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    new = actions.add_parser(
+        "new",
+        help="create a source package that installs and passes its tests as generated",
+        description="Create qr-source-NAME/: a pyproject with the qr_sampler entry point, "
+        "a source class with its own QR_NAME_* settings, a README and a test module "
+        "running qr-sampler's conformance suite. The bytes come from an os.urandom "
+        "placeholder marked REPLACE.",
+    )
+    new.add_argument("name", metavar="NAME", help="source name, e.g. acme-qrng")
+    new.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(),
+        metavar="D",
+        help="create the package inside D (default: the working directory)",
+    )
+    new.set_defaults(run=run_new)
+
+
+def run_new(args: argparse.Namespace) -> int:
+    names = SourceNames.from_name(args.name)
+    # Two plugins registering one name is an error at load time; catch it now.
+    taken = get_registry().entropy_sources.get(names.name)
+    if taken is not None:
+        owner = taken.provider.distribution or taken.provider.plugin
+        raise QRSamplerError(f"source name {names.name!r} is already registered by {owner}")
+    root = create_source_package(names, args.dir)
+    print(f"created {root}")
+    print("next:")
+    print(f"  cd {root}")
+    print('  pip install -e ".[test]" && pytest')
+    print(f"  QR_ENTROPY_SOURCE_TYPE={names.name} qr-sampler probe")
+    print(f"then replace the parts marked REPLACE in src/{names.package}/source.py")
+    return 0

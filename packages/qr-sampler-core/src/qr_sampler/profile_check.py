@@ -1,0 +1,125 @@
+"""What ``qr-sampler profile check`` finds wrong with a profile before an image is built."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qr_sampler.config import QRSamplerConfig, check_registered
+from qr_sampler.environment import (
+    known_variables,
+    read_env_file,
+    secret_variables,
+    unknown_variables,
+)
+from qr_sampler.errors import ConfigValidationError, QRSamplerError
+from qr_sampler.plugins import Registry
+from qr_sampler.profiles import PROFILE_VARIABLE, Profile, core_sources, provided_sources
+
+# Values a template or a README would hold where the real key goes.
+_PLACEHOLDER = re.compile(
+    r"<[^>]*>|\.\.\.|x+|.*(?:changeme|change-me|placeholder|your[-_]|example).*", re.IGNORECASE
+)
+
+
+@dataclass
+class Findings:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_profile(profile: Profile, registry: Registry) -> Findings:
+    path = str(profile.env_file)
+    values = read_env_file(path)
+    found = Findings()
+    found.errors += [
+        variable.message()
+        for variable in unknown_variables([(path, values)], known_variables(registry))
+    ]
+    try:
+        config = QRSamplerConfig.from_assignments(values)
+        check_registered(config, registry.amplifiers, registry.temperature_strategies, "QR_")
+    except ConfigValidationError as exc:
+        found.errors.append(f"core: {exc}")
+    else:
+        found.errors += _unprovided_source(profile, config.entropy_source_type, registry)
+    for name, component in sorted(registry.entropy_sources.items()):
+        for settings in component.settings:
+            try:
+                settings.from_assignments(values)
+            except ConfigValidationError as exc:
+                found.errors.append(f"{name}: {exc}")
+    found.errors += _wrong_profile_name(profile, values.get(PROFILE_VARIABLE))
+    found.warnings += _published_secrets(profile, values, registry)
+    return found
+
+
+def _unprovided_source(profile: Profile, selected: str, registry: Registry) -> list[str]:
+    provided = core_sources(registry)
+    errors = []
+    for requirement in profile.requirements():
+        try:
+            provided |= provided_sources(requirement, profile.repo_root, registry)
+        except QRSamplerError as exc:
+            errors.append(f"{profile.sources_file}: {exc}")
+    if selected not in provided:
+        component = registry.entropy_sources.get(selected)
+        hint = (
+            f"; add {component.provider.distribution} (or its folder under packages/)"
+            if component and component.provider.distribution
+            else ""
+        )
+        errors.append(
+            f"QR_ENTROPY_SOURCE_TYPE={selected}: no package in {profile.sources_file} "
+            f"provides this source, so the image would not have it{hint}"
+        )
+    return errors
+
+
+def _wrong_profile_name(profile: Profile, declared: str | None) -> list[str]:
+    if declared == profile.name:
+        return []
+    found = f"{PROFILE_VARIABLE}={declared}" if declared else f"{PROFILE_VARIABLE} is not set and"
+    return [
+        f"{found} in {profile.env_file}: docker compose builds the image from the profile "
+        f"{PROFILE_VARIABLE} names; set {PROFILE_VARIABLE}={profile.name}"
+    ]
+
+
+def _published_secrets(profile: Profile, values: dict[str, str], registry: Registry) -> list[str]:
+    real = [
+        name
+        for name in sorted(secret_variables(registry) & values.keys())
+        if values[name] and not _PLACEHOLDER.fullmatch(values[name])
+    ]
+    exposure = git_exposure(profile.env_file) if real else None
+    if exposure is None:
+        return []
+    return [
+        f"{name} in {profile.env_file} looks like a real key and the file {exposure}: "
+        f"a push publishes it. Keep a placeholder there and pass the key at run time "
+        f"({name}=... docker compose ...), or list the profile in deployments/.gitignore"
+        for name in real
+    ]
+
+
+def git_exposure(path: Path) -> str | None:
+    """How git would publish ``path``: tracked, or not ignored; ``None`` if it would not."""
+
+    def git(*args: str) -> int:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(path.parent), *args, "--", path.name],
+                capture_output=True,
+                check=False,
+            ).returncode
+        except OSError:  # no git installed: nothing to publish with
+            return -1
+
+    if git("ls-files", "--error-unmatch") == 0:
+        return "is tracked by git"
+    if git("check-ignore", "--quiet") == 1:
+        return "is not ignored by git"
+    return None

@@ -1,0 +1,8 @@
+"""Test kit for entropy source authors: ``pip install "qr-sampler-core[testing]"``.
+
+Importing this package imports pytest; nothing in the runtime imports it.
+"""
+
+from qr_sampler.testing.conformance import EntropySourceConformance
+
+__all__ = ["EntropySourceConformance"]
