@@ -27,7 +27,6 @@ from qr_urandom_server.server import (
     EntropyServer,
     EntropyServicer,
     ServerBindError,
-    build_server,
     create_server,
     dial_address,
     serve_in_background,
@@ -381,25 +380,12 @@ def test_failing_supply_is_unavailable() -> None:
 # --- lifecycle, API and argument validation -----------------------------------------------
 
 
-def test_build_server_returns_bound_unstarted_server() -> None:
-    server, port = build_server("127.0.0.1:0", max_bytes_per_request=16)
-    assert port > 0
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            assert len(_get(ch, 16).data) == 16
-            with pytest.raises(grpc.RpcError) as err:
-                _get(ch, 17)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        server.stop(None).wait()
-
-
 def test_unix_server_port_is_zero_and_address_is_target(tmp_path: Path) -> None:
     target = f"unix://{tmp_path / 's.sock'}"
-    server, port = build_server(target)
-    assert port == 0
-    server.stop(None)
+    entropy_server = create_server(target)
+    assert entropy_server.port == 0
+    assert entropy_server.address == target
+    entropy_server.stop(None)
 
 
 def test_entropy_server_context_manager_and_repr() -> None:

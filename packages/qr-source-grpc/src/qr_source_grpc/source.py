@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -25,6 +26,10 @@ from qr_source_grpc.transports import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Unary calls in flight at once for one large draw, and the smallest piece worth a call.
+PARALLEL_CALLS = 4
+MIN_PARALLEL_CHUNK = 256 * 1024
 
 # mode -> (transport, the settings field that names its method)
 _MODES: dict[str, tuple[Callable[[grpc.Channel, str, str, Metadata], Transport], str]] = {
@@ -63,6 +68,12 @@ class GrpcEntropySource(EntropySource):
         metadata = ((cfg.api_key_header, cfg.api_key),) if cfg.api_key else ()
         self._channel = open_channel(cfg)
         self._transport = transport_class(self._channel, method, setting, metadata)
+        # Only unary calls are independent of each other; a stream serves one draw at a time.
+        self._pool = (
+            ThreadPoolExecutor(PARALLEL_CALLS, thread_name_prefix="qr-source-grpc")
+            if cfg.mode == "unary"
+            else None
+        )
         if cfg.api_key and not cfg.tls and not is_local(cfg.server_address):
             logger.warning(
                 "QR_GRPC_API_KEY is sent in plaintext to %s; anyone on the network path can "
@@ -75,15 +86,32 @@ class GrpcEntropySource(EntropySource):
         if n == 0:
             return b""
         cfg = self._settings
-        chunks = math.ceil(n / cfg.max_bytes_per_request)
+        sizes = self._chunk_sizes(n)
         # Short replies are topped up by further calls; this bound keeps a server that
         # trickles one byte per reply from holding an engine step indefinitely.
-        budget_s = chunks * (cfg.retry_count + 1) * cfg.timeout_ms / 1000.0
+        budget_s = len(sizes) * (cfg.retry_count + 1) * cfg.timeout_ms / 1000.0
         give_up_at = time.monotonic() + budget_s
+
+        def fetch_chunk(size: int) -> bytes:
+            return self._fetch_exactly(size, give_up_at, n)
+
+        if self._pool is None or len(sizes) == 1:
+            return b"".join(map(fetch_chunk, sizes))
+        return b"".join(self._pool.map(fetch_chunk, sizes))
+
+    def _chunk_sizes(self, n: int) -> list[int]:
+        size = self._settings.max_bytes_per_request
+        if self._pool is not None:
+            # Concurrent unary calls let the server produce one piece while another
+            # crosses the wire; pieces below ~256 KiB cost more in calls than they save.
+            size = min(size, max(MIN_PARALLEL_CHUNK, math.ceil(n / PARALLEL_CALLS)))
+        return [size] * (n // size) + ([n % size] if n % size else [])
+
+    def _fetch_exactly(self, size: int, give_up_at: float, n: int) -> bytes:
         pieces = []
-        remaining = n
+        remaining = size
         while remaining:
-            piece = self._fetch(min(remaining, cfg.max_bytes_per_request), give_up_at, n)
+            piece = self._fetch(remaining, give_up_at, n)
             pieces.append(piece)
             remaining -= len(piece)
         return b"".join(pieces)
@@ -150,6 +178,8 @@ class GrpcEntropySource(EntropySource):
         }
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         self._transport.close()
         self._channel.close()
 

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
         EntropyServer,
         EntropyServicer,
         ServerBindError,
-        build_server,
         create_server,
         serve_in_background,
     )
@@ -50,7 +49,6 @@ __all__ = [
     "EntropyServicer",
     "ServerBindError",
     "__version__",
-    "build_server",
     "create_server",
     "serve_in_background",
 ]

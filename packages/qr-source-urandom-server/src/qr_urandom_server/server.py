@@ -3,7 +3,6 @@
 Programmatic API (also used by other packages' tests):
 
 - :func:`create_server` builds a bound, not yet started :class:`EntropyServer`.
-- :func:`build_server` is the same, returning ``(grpc.Server, bound_port)``.
 - :func:`serve_in_background` is a context manager that starts a server (by default on a
   free loopback port) and yields the running :class:`EntropyServer`; its ``address``
   attribute is the target a client dials.
@@ -332,59 +331,18 @@ def create_server(
     )
 
 
-def build_server(
-    address: str = "127.0.0.1:0",
-    *,
-    max_bytes_per_request: int = DEFAULT_MAX_BYTES_PER_REQUEST,
-    max_workers: int = DEFAULT_MAX_WORKERS,
-    device_id: str = DEFAULT_DEVICE_ID,
-    byte_supply: ByteSupply = os.urandom,
-    enable_reflection: bool = True,
-    enable_health: bool = True,
-) -> tuple[grpc.Server, int]:
-    """Like :func:`create_server`, returning ``(grpc.Server, bound_port)``; not started.
-
-    ``bound_port`` is 0 for unix sockets. The caller starts and stops the server.
-    """
-    entropy_server = create_server(
-        address,
-        max_bytes_per_request=max_bytes_per_request,
-        max_workers=max_workers,
-        device_id=device_id,
-        byte_supply=byte_supply,
-        enable_reflection=enable_reflection,
-        enable_health=enable_health,
-    )
-    return entropy_server.server, entropy_server.port
-
-
 @contextmanager
 def serve_in_background(
-    address: str = "127.0.0.1:0",
-    *,
-    max_bytes_per_request: int = DEFAULT_MAX_BYTES_PER_REQUEST,
-    max_workers: int = DEFAULT_MAX_WORKERS,
-    device_id: str = DEFAULT_DEVICE_ID,
-    byte_supply: ByteSupply = os.urandom,
-    enable_reflection: bool = True,
-    enable_health: bool = True,
-    grace: float | None = None,
+    address: str = "127.0.0.1:0", *, grace: float | None = None, **options: Any
 ) -> Iterator[EntropyServer]:
     """Run a server on gRPC's own threads for the duration of the ``with`` block.
 
-    Yields the started :class:`EntropyServer`; dial ``server.address``. On exit the server
-    stops (``grace`` seconds for RPCs in flight; default: cancel them at once). Calling
-    ``server.stop()`` inside the block simulates a server that goes away mid-run.
+    ``options`` are :func:`create_server`'s. Yields the started :class:`EntropyServer`;
+    dial ``server.address``. On exit the server stops (``grace`` seconds for RPCs in
+    flight; default: cancel them at once). Calling ``server.stop()`` inside the block
+    simulates a server that goes away mid-run.
     """
-    entropy_server = create_server(
-        address,
-        max_bytes_per_request=max_bytes_per_request,
-        max_workers=max_workers,
-        device_id=device_id,
-        byte_supply=byte_supply,
-        enable_reflection=enable_reflection,
-        enable_health=enable_health,
-    )
+    entropy_server = create_server(address, **options)
     entropy_server.start()
     try:
         yield entropy_server
