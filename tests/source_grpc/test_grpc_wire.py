@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.metadata
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -10,12 +10,18 @@ import pytest
 from grpc_test_servers import field1_reply
 
 from qr_source_grpc.failures import MalformedReplyError
-from qr_source_grpc.proto import regen
 from qr_source_grpc.wire import decode_reply, encode_request
 from qr_urandom_server.proto.qr_entropy.v1.entropy_service_pb2 import (
     EntropyRequest,
     EntropyResponse,
 )
+
+# The stub generator is a repository tool, not part of the package: load it from the
+# checkout. Its version pin and error paths are tested with the urandom server's stubs.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import regen_protos
+
+PROTOS = regen_protos.PACKAGES["qr-source-grpc"]
 
 COUNTS = [1, 127, 128, 300, 20480, 1 << 20, 5_242_880, (1 << 31) - 1]
 
@@ -91,38 +97,21 @@ def test_garbage_is_an_error(garbage: bytes) -> None:
 
 
 def test_committed_stubs_are_current() -> None:
-    assert regen.stale_files() == [], "run: python -m qr_source_grpc.proto.regen"
+    stale = regen_protos.stale_files([PROTOS])
+    assert stale == [], f"{stale} are stale; run: python tools/regen_protos.py qr-source-grpc"
 
 
-def test_regen_detects_and_repairs_stale_stubs(tmp_path: Path) -> None:
-    assert regen.main(["--check", "--root", str(tmp_path)]) == 1  # stubs missing
-
-    assert regen.main(["--root", str(tmp_path)]) == 0
-    assert regen.main(["--check", "--root", str(tmp_path)]) == 0
-
-    stub = tmp_path / regen.GENERATED_FILES[0]
-    stub.write_text(stub.read_text() + "# edited\n")
-    assert regen.stale_files(tmp_path) == [regen.GENERATED_FILES[0]]
-
-
-def test_regen_refuses_another_grpcio_tools(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_regen_detects_and_repairs_stale_stubs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(regen, "GRPCIO_TOOLS_VERSION", "0.0.1")
-    assert regen.main(["--check"]) == 2
-    assert "pip install 'grpcio-tools==0.0.1'" in capsys.readouterr().err
+    argv = ["--out", str(tmp_path), PROTOS.name]
+    assert regen_protos.main(["--check", *argv]) == 1  # stubs missing
+    assert "regenerate with: python tools/regen_protos.py qr-source-grpc" in capsys.readouterr().err
 
+    assert regen_protos.main(argv) == 0
+    assert regen_protos.main(["--check", *argv]) == 0
 
-def test_regen_without_grpcio_tools(monkeypatch: pytest.MonkeyPatch) -> None:
-    def missing(name: str) -> str:
-        raise importlib.metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(importlib.metadata, "version", missing)
-    with pytest.raises(regen.RegenError, match="grpcio-tools is missing"):
-        regen.render()
-
-
-def test_regen_reports_a_protoc_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(regen, "PROTO_FILE", "qr_source_grpc/proto/absent.proto")
-    with pytest.raises(regen.RegenError, match="protoc failed"):
-        regen.render()
+    key = PROTOS.outputs()[0]
+    stub = tmp_path / key
+    stub.write_text(stub.read_text() + "# edited\n")
+    assert regen_protos.stale_files([PROTOS], tmp_path) == [key]

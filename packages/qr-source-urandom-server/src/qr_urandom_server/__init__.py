@@ -55,8 +55,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Imported lazily so that ``python -m qr_urandom_server.proto.regen`` works even when the
-    # generated stubs (which the server module imports) are missing or broken.
+    # Imported lazily: importing only the message stubs under ``qr_urandom_server.proto``
+    # (as qr-source-grpc's tests do) then leaves grpc, health and reflection unloaded.
     if name in __all__:
         return getattr(importlib.import_module("qr_urandom_server.server"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,1 +1,1 @@
-"""Generated code for the ``qr_entropy`` protobuf package (see ``qr_urandom_server.proto.regen``)."""
+"""Generated code for the ``qr_entropy`` protobuf package (written by tools/regen_protos.py)."""
