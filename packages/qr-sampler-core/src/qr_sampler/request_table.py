@@ -20,8 +20,9 @@ NUMERIC_FIELDS: tuple[str, ...] = tuple(
 )
 #: Plugin-chosen components, stored as indices into the registry's names.
 CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy")
-#: The first column says whether the slot is sampled by qr-sampler at all.
-COLUMNS: tuple[str, ...] = ("active", *NUMERIC_FIELDS, *CHOICE_FIELDS)
+#: Flags first: whether qr-sampler samples the slot at all, and whether each of its
+#: tokens is recorded in full (logged per token or kept in memory).
+COLUMNS: tuple[str, ...] = ("active", "record", *NUMERIC_FIELDS, *CHOICE_FIELDS)
 _INDEX = {name: i for i, name in enumerate(COLUMNS)}
 
 
@@ -46,6 +47,7 @@ class RequestTable:
         self._ensure(slot)
         row = self.params[slot]
         row[_INDEX["active"]] = 0.0 if options.bypass else 1.0
+        row[_INDEX["record"]] = float(options.log_level == "full" or options.diagnostic_mode)
         for name in NUMERIC_FIELDS:
             row[_INDEX[name]] = float(getattr(options, name))
         for field in CHOICE_FIELDS:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _ACTIVE = RequestTable.column("active")
+_RECORD = RequestTable.column("record")
 _SAMPLE_COUNT = RequestTable.column("sample_count")
 _AMPLIFIER = RequestTable.column("signal_amplifier_type")
 _STRATEGY = RequestTable.column("temperature_strategy")
@@ -104,7 +105,9 @@ class QRSampler:
         u = on_device[:, 0]
         columns = {name: on_device[:, i + 1] for i, name in enumerate(COLUMNS)}
 
-        wanted = self._records_wanted(slots, active)
+        # Rows whose token must be recorded: to the file, the log, or memory.
+        recorded = active & ((params[:, _RECORD] > 0) | bool(self.sink.log_path))
+        wanted = np.flatnonzero(recorded).tolist()
         strategy_ids = np.unique(params[active, _STRATEGY]).astype(np.int64)
         vocab = logits.shape[-1]
 
@@ -172,17 +175,6 @@ class QRSampler:
             values = strategy.temperatures(columns, entropy, vocab_size).to(temperature.dtype)
             temperature = torch.where(strategy_column == strategy_id, values, temperature)
         return temperature
-
-    def _records_wanted(
-        self, slots: npt.NDArray[np.int64], active: npt.NDArray[np.bool_]
-    ) -> list[int]:
-        """Rows whose token must be recorded: to the file, the log, or memory."""
-        options = self.table.options
-        return [
-            row
-            for row in np.flatnonzero(active).tolist()
-            if self.sink.log_path or _wants_record(options[slots[row]])
-        ]
 
     @staticmethod
     def _per_row_results(selection: Selection, logits: torch.Tensor) -> npt.NDArray[np.float64]:
@@ -254,7 +246,3 @@ class QRSampler:
     def close(self) -> None:
         self.sink.close()
         self.source.close()
-
-
-def _wants_record(options: SamplingOptions | None) -> bool:
-    return options is not None and (options.log_level == "full" or options.diagnostic_mode)
