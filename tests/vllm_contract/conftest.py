@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from vllm.config import DeviceConfig, VllmConfig
 from vllm.platforms import current_platform
 from vllm.utils import platform_utils
 
@@ -38,13 +39,12 @@ def clean_environment(
     adapter._admission_defaults.cache_clear()
 
 
-def vllm_config(speculative: bool = False) -> SimpleNamespace:
-    """The parts of VllmConfig that the loaders and the built-in processors read."""
-    return SimpleNamespace(
-        speculative_config=SimpleNamespace(num_speculative_tokens=2) if speculative else None,
-        scheduler_config=SimpleNamespace(max_num_seqs=16),
-        model_config=SimpleNamespace(logits_processors=None, get_vocab_size=lambda: VOCAB),
-    )
+def vllm_config(speculative: bool = False) -> object:
+    """A real VllmConfig for the CPU; a stand-in only where speculative decoding is on,
+    since a real SpeculativeConfig needs a draft model to load."""
+    if speculative:
+        return SimpleNamespace(speculative_config=SimpleNamespace(num_speculative_tokens=2))
+    return VllmConfig(device_config=DeviceConfig(device="cpu"))
 
 
 def request_states(max_num_reqs: int = 16) -> SimpleNamespace:

@@ -103,3 +103,12 @@ def test_admission_uses_the_server_defaults(monkeypatch):
 def test_a_constructor_call_that_matches_neither_runner_is_refused():
     with pytest.raises(TypeError, match="V1 runner"):
         QRSamplerLogitsProcessor(vllm_config())
+
+
+def test_the_v1_runner_with_speculative_decoding_builds_no_custom_processor():
+    """vLLM's V1 runner silently drops entry-point processors under speculative
+    decoding; the README warns about it. If vLLM starts loading them, revisit."""
+    processors = build_logitsprocs(
+        vllm_config(speculative=True), torch.device("cpu"), False, is_pooling_model=False
+    )
+    assert not any(isinstance(p, QRSamplerLogitsProcessor) for p in processors.all)
