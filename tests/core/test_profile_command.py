@@ -432,3 +432,22 @@ def test_from_assignments_reads_neither_environment_nor_dotenv(
     Path(".env").write_text("QR_TOP_P=0.5\n", encoding="utf-8")
     config = QRSamplerConfig.from_assignments({"QR_FIXED_TEMPERATURE": "0.2", "OTHER": "x"})
     assert (config.top_k, config.top_p, config.fixed_temperature) == (0, 1.0, 0.2)
+
+
+def test_names_of_a_source_not_installed_here_point_at_the_missing_package(
+    capsys: pytest.CaptureFixture[str], repo: Path
+) -> None:
+    # qr-source-vault exists in the repository but is not installed in this environment.
+    write_profile(
+        repo,
+        "vaulted",
+        "QR_ENTROPY_SOURCE_TYPE=vault\nQR_VAULT_ADDRESS=10.1.2.3:9\n",
+        "packages/qr-source-vault\n",
+    )
+    code, _, err = check(capsys, repo, "vaulted")
+    assert code == 1
+    assert "unknown variable QR_VAULT_ADDRESS" in err
+    assert (
+        "lists packages/qr-source-vault, not installed here, so the settings it reads are "
+        "unknown to this check: pip install packages/qr-source-vault and check again"
+    ) in err

@@ -16,7 +16,14 @@ from qr_sampler.environment import (
 )
 from qr_sampler.errors import ConfigValidationError, QRSamplerError
 from qr_sampler.plugins import Registry
-from qr_sampler.profiles import PROFILE_VARIABLE, Profile, core_sources, provided_sources
+from qr_sampler.profiles import (
+    PROFILE_VARIABLE,
+    Profile,
+    core_sources,
+    is_installed,
+    provided_sources,
+    requirement_package,
+)
 
 # Values a template or a README would hold where the real key goes.
 _PLACEHOLDER = re.compile(
@@ -34,10 +41,10 @@ def check_profile(profile: Profile, registry: Registry) -> Findings:
     path = str(profile.env_file)
     values = read_env_file(path)
     found = Findings()
-    found.errors += [
-        variable.message()
-        for variable in unknown_variables([(path, values)], known_variables(registry))
-    ]
+    unknown = unknown_variables([(path, values)], known_variables(registry))
+    found.errors += [variable.message() for variable in unknown]
+    if unknown:
+        found.errors += _uninstalled_sources(profile)
     try:
         config = QRSamplerConfig.from_assignments(values)
         check_registered(config, registry.amplifiers, registry.temperature_strategies, "QR_")
@@ -76,6 +83,25 @@ def _unprovided_source(profile: Profile, selected: str, registry: Registry) -> l
             f"provides this source, so the image would not have it{hint}"
         )
     return errors
+
+
+def _uninstalled_sources(profile: Profile) -> list[str]:
+    """Why names can be unknown here though the image would know them."""
+    missing = []
+    for requirement in profile.requirements():
+        try:
+            distribution, _ = requirement_package(requirement, profile.repo_root)
+        except QRSamplerError:
+            continue  # reported by the sources.txt check
+        if distribution and not is_installed(distribution):
+            missing.append(requirement)
+    if not missing:
+        return []
+    return [
+        f"{profile.sources_file} lists {', '.join(missing)}, not installed here, so the "
+        f"settings it reads are unknown to this check: pip install {' '.join(missing)} "
+        "and check again"
+    ]
 
 
 def _wrong_profile_name(profile: Profile, declared: str | None) -> list[str]:

@@ -7,6 +7,7 @@ The Docker build reads the same two files, so what is checked here is what is bu
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -128,12 +129,12 @@ def normalize(distribution: str) -> str:
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
-def provided_sources(requirement: str, repo_root: Path, registry: Registry) -> set[str]:
-    """Names of the entropy sources a ``sources.txt`` line installs.
+def requirement_package(requirement: str, repo_root: Path) -> tuple[str, set[str]]:
+    """The distribution a ``sources.txt`` line installs, and the sources it declares.
 
-    A path into the repository is read from its ``pyproject.toml`` (its distribution
-    name and ``qr_sampler`` entry points, so nothing need be installed); any line's
-    distribution also contributes what the installed copy registers.
+    A path into the repository is read from its ``pyproject.toml`` (its name and
+    ``qr_sampler`` entry points, so nothing need be installed); any other line is a
+    requirement whose name is all that can be known without installing it.
     """
     pyproject = repo_root / requirement / "pyproject.toml"
     # A slash without a scheme is a folder; pip would fail on it at build time.
@@ -141,12 +142,26 @@ def provided_sources(requirement: str, repo_root: Path, registry: Registry) -> s
         raise QRSamplerError(f"{requirement}: no package (pyproject.toml) at {pyproject.parent}")
     if pyproject.is_file():
         project = _project_table(pyproject)
-        distribution = str(project.get("name", ""))
-        names = set(project.get("entry-points", {}).get("qr_sampler", {}))
-    else:
-        match = _REQUIREMENT_NAME.match(requirement)
-        distribution, names = (match.group(0) if match else ""), set()
+        return str(project.get("name", "")), set(
+            project.get("entry-points", {}).get("qr_sampler", {})
+        )
+    match = _REQUIREMENT_NAME.match(requirement)
+    return (match.group(0) if match else ""), set()
+
+
+def provided_sources(requirement: str, repo_root: Path, registry: Registry) -> set[str]:
+    """Names of the entropy sources a ``sources.txt`` line installs: those it declares
+    and those its installed copy registers."""
+    distribution, names = requirement_package(requirement, repo_root)
     return names | distributed_by(registry, distribution)
+
+
+def is_installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def distributed_by(registry: Registry, distribution: str) -> set[str]:
