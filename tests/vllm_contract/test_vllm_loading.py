@@ -112,3 +112,10 @@ def test_the_v1_runner_with_speculative_decoding_builds_no_custom_processor():
         vllm_config(speculative=True), torch.device("cpu"), False, is_pooling_model=False
     )
     assert not any(isinstance(p, QRSamplerLogitsProcessor) for p in processors.all)
+
+
+def test_a_single_process_engine_shares_u_with_no_one():
+    # Tensor parallelism is only detected inside an initialised vLLM worker group.
+    assert (
+        QRSamplerLogitsProcessor(vllm_config(), torch.device("cpu"), False).sampler.shared_u is None
+    )

@@ -7,6 +7,7 @@ calls ``sample`` with the slot of every logits row.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,11 +19,13 @@ from qr_sampler.amplification import Amplified, SignalAmplifier
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, check_registered, resolve_options
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
+from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.plugins import Registry, get_registry
 from qr_sampler.records import RecordSink, SummaryLog, TokenRecord
 from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
 from qr_sampler.selection import Selection, Workspace, force_tokens, select_tokens
 from qr_sampler.temperature import TemperatureStrategy
+from qr_sampler.tensor_parallel import SharedU
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +47,7 @@ class QRSampler:
         config: QRSamplerConfig | None = None,
         registry: Registry | None = None,
         source: FallbackEntropySource | None = None,
+        shared_u: SharedU | None = None,
     ) -> None:
         self.config = config if config is not None else QRSamplerConfig.load()
         self.registry = registry if registry is not None else get_registry()
@@ -51,8 +55,14 @@ class QRSampler:
         check_registered(
             self.defaults, self.registry.amplifiers, self.registry.temperature_strategies, "QR_"
         )
+        #: Set under tensor parallelism: only the leader draws, and records.
+        self.shared_u = shared_u
+        self.draws = shared_u is None or shared_u.leader
+        # A follower never draws, so it never connects to the entropy source either.
         self.source = (
-            source if source is not None else build_entropy_source(self.config, self.registry)
+            source
+            if source is not None or not self.draws
+            else build_entropy_source(self.config, self.registry)
         )
         self.table = RequestTable(
             {
@@ -96,18 +106,31 @@ class QRSampler:
         if not active.any():
             return logits
         self.steps += 1
-        counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
-        draw = self.source.draw(int(counts.sum()))
-        amplified = self._amplify(draw, counts, params, active)
+        try:
+            draw, amplified = self._draw(params, active)
+        except EntropyUnavailableError:
+            if self.shared_u is not None:
+                # NaN tells the other ranks to fail too, instead of waiting forever.
+                self.shared_u.broadcast(torch.full((len(slots),), math.nan, device=logits.device))
+            raise
+        u_host = amplified.u if amplified is not None else np.full(len(slots), math.nan)
 
         # The step's only host-to-device copy: u and the rows' options together.
-        on_device = torch.from_numpy(np.column_stack([amplified.u, params])).to(logits.device)
-        u = on_device[:, 0]
+        on_device = torch.from_numpy(np.column_stack([u_host, params])).to(logits.device)
+        u = on_device[:, 0].contiguous()
         columns = {name: on_device[:, i + 1] for i, name in enumerate(COLUMNS)}
+        if self.shared_u is not None:
+            self.shared_u.broadcast(u)
+            if bool(u.isnan().any()):
+                raise EntropyUnavailableError(
+                    "the entropy source failed on the tensor-parallel leader (rank "
+                    f"{self.shared_u.leader_rank}); its log says why"
+                )
 
-        # Rows whose token must be recorded: to the file, the log, or memory.
+        # Rows whose token must be recorded: to the file, the log, or memory. Only the
+        # rank that drew the bytes records, so each token is recorded once.
         recorded = active & ((params[:, _RECORD] > 0) | bool(self.sink.log_path))
-        wanted = np.flatnonzero(recorded).tolist()
+        wanted = np.flatnonzero(recorded).tolist() if draw is not None else []
         strategy_ids = np.unique(params[active, _STRATEGY]).astype(np.int64)
         vocab = logits.shape[-1]
 
@@ -135,10 +158,21 @@ class QRSampler:
                 "NaN/inf, so no token can be chosen from a distribution",
                 int(invalid.sum()),
             )
-        if results is not None:
-            self._write_records(wanted, slots, params, amplified, draw, results, start)
-        self.summary.add_step(int(active.sum()), draw.fallback, draw.fetch_ms)
+        if draw is not None and amplified is not None:
+            if results is not None:
+                self._write_records(wanted, slots, params, amplified, draw, results, start)
+            self.summary.add_step(int(active.sum()), draw.fallback, draw.fetch_ms)
         return logits
+
+    def _draw(
+        self, params: npt.NDArray[np.float64], active: npt.NDArray[np.bool_]
+    ) -> tuple[EntropyDraw | None, Amplified | None]:
+        """One draw for every active row, amplified to u; nothing on a follower rank."""
+        if self.source is None:
+            return None, None
+        counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
+        draw = self.source.draw(int(counts.sum()))
+        return draw, self._amplify(draw, counts, params, active)
 
     def _amplify(
         self,
@@ -245,4 +279,5 @@ class QRSampler:
 
     def close(self) -> None:
         self.sink.close()
-        self.source.close()
+        if self.source is not None:
+            self.source.close()

@@ -24,6 +24,7 @@ from qr_sampler.config import QRSamplerConfig, SamplingOptions, resolve_options
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.plugins import get_registry
 from qr_sampler.sampler import QRSampler
+from qr_sampler.tensor_parallel import vllm_tensor_parallel_group
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +74,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         if getattr(vllm_config, "speculative_config", None):
             raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
         self.runner = "v1" if len(engine_args) == 2 else "v2"
-        self.sampler = QRSampler()
+        self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
         config = self.sampler.config
         logger.info(
             "qr-sampler active (%s runner): entropy source %r, fallback %s, amplifier %s, "
