@@ -27,9 +27,9 @@ from qr_source_grpc.transports import (
 
 logger = logging.getLogger(__name__)
 
-#: Unary calls in flight at once for one large draw, and the smallest piece worth a call.
-PARALLEL_CALLS = 4
-MIN_PARALLEL_CHUNK = 256 * 1024
+#: Pieces of one large draw in flight at once, and the smallest piece worth a request.
+PIECES_IN_FLIGHT = 4
+MIN_PIECE = 256 * 1024
 
 # mode -> (transport, the settings field that names its method)
 _MODES: dict[str, tuple[Callable[[grpc.Channel, str, str, Metadata], Transport], str]] = {
@@ -68,10 +68,11 @@ class GrpcEntropySource(EntropySource):
         metadata = ((cfg.api_key_header, cfg.api_key),) if cfg.api_key else ()
         self._channel = open_channel(cfg)
         self._transport = transport_class(self._channel, method, setting, metadata)
-        # Only unary calls are independent of each other; a stream serves one draw at a time.
+        # Unary and server-streaming calls are independent of each other, so pieces of a
+        # draw can be in flight together; the bidi stream serves one exchange at a time.
         self._pool = (
-            ThreadPoolExecutor(PARALLEL_CALLS, thread_name_prefix="qr-source-grpc")
-            if cfg.mode == "unary"
+            ThreadPoolExecutor(PIECES_IN_FLIGHT, thread_name_prefix="qr-source-grpc")
+            if cfg.mode != "bidi_streaming"
             else None
         )
         if cfg.api_key and not cfg.tls and not is_local(cfg.server_address):
@@ -95,29 +96,40 @@ class GrpcEntropySource(EntropySource):
         def fetch_chunk(size: int) -> bytes:
             return self._fetch_exactly(size, give_up_at, n)
 
-        if self._pool is None or len(sizes) == 1:
-            return b"".join(map(fetch_chunk, sizes))
-        return b"".join(self._pool.map(fetch_chunk, sizes))
+        pool = self._pool
+        if pool is not None and len(sizes) > 1:
+            try:
+                return b"".join(pool.map(fetch_chunk, sizes))
+            except RuntimeError as exc:  # the pool was shut down: the source is closed
+                raise self._unavailable(str(exc)) from None
+        # One exchange (on a stream, every piece requested up front), then top-ups.
+        pieces = self._fetch(sizes, give_up_at, n)
+        return b"".join(
+            piece + self._fetch_exactly(size - len(piece), give_up_at, n)
+            for piece, size in zip(pieces, sizes, strict=True)
+        )
 
     def _chunk_sizes(self, n: int) -> list[int]:
-        size = self._settings.max_bytes_per_request
-        if self._pool is not None:
-            # Concurrent unary calls let the server produce one piece while another
-            # crosses the wire; pieces below ~256 KiB cost more in calls than they save.
-            size = min(size, max(MIN_PARALLEL_CHUNK, math.ceil(n / PARALLEL_CALLS)))
+        # Pieces in flight together let the server produce one while another crosses
+        # the wire; pieces below ~256 KiB cost more in calls than they save.
+        size = min(
+            self._settings.max_bytes_per_request, max(MIN_PIECE, math.ceil(n / PIECES_IN_FLIGHT))
+        )
         return [size] * (n // size) + ([n % size] if n % size else [])
 
     def _fetch_exactly(self, size: int, give_up_at: float, n: int) -> bytes:
         pieces = []
         remaining = size
         while remaining:
-            piece = self._fetch(remaining, give_up_at, n)
+            piece = self._fetch([remaining], give_up_at, n)[0]
             pieces.append(piece)
             remaining -= len(piece)
         return b"".join(pieces)
 
-    def _fetch(self, count: int, give_up_at: float, n: int) -> bytes:
-        """Between 1 and ``count`` bytes from one successful call, retrying transport failures."""
+    def _fetch(self, counts: list[int], give_up_at: float, n: int) -> list[bytes]:
+        """Between 1 and ``count`` bytes for each count, from one successful exchange,
+        retrying transport failures."""
+        count = sum(counts)
         failures = 0
         while True:
             timeout_s = min(self._breaker.deadline_s(count), give_up_at - time.monotonic())
@@ -130,7 +142,7 @@ class GrpcEntropySource(EntropySource):
             self._breaker.admit()
             start = time.perf_counter()
             try:
-                data = self._transport.fetch(count, timeout_s)
+                data = self._transport.fetch(counts, timeout_s)
             except TransportError as exc:
                 self._breaker.record_failure()
                 failures += 1
@@ -147,7 +159,7 @@ class GrpcEntropySource(EntropySource):
                 self._breaker.record_rejection()
                 raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
             latency_ms = (time.perf_counter() - start) * 1000.0
-            self._breaker.record_success(latency_ms, len(data))
+            self._breaker.record_success(latency_ms, sum(map(len, data)))
             return data
 
     def _redact(self, text: object) -> str:

@@ -1,7 +1,8 @@
-"""One RPC exchange per mode: ask for up to ``count`` bytes, get at least one back.
+"""One RPC exchange per mode: ask for up to ``count`` bytes per piece, get at least one
+back for each.
 
-A transport returns between 1 and ``count`` bytes or raises a ``FetchError``; topping
-up short replies, chunking, retries and the breaker are the source's business.
+A transport returns between 1 and ``count`` bytes per piece or raises a ``FetchError``;
+topping up short replies, chunking, retries and the breaker are the source's business.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import TypeAlias
 
 import grpc
@@ -27,23 +29,36 @@ class Transport(ABC):
         self.setting = setting
         self._metadata = metadata
 
-    def fetch(self, count: int, timeout_s: float) -> bytes:
+    def fetch(self, counts: Sequence[int], timeout_s: float) -> list[bytes]:
+        """One reply per count, each cut to its count, within ``timeout_s`` per piece."""
         try:
-            return self._exchange(count, timeout_s)[:count]
+            replies = self._exchange(counts, timeout_s)
         except grpc.RpcError as exc:
             raise from_rpc_error(
-                exc, method=self.method, setting=self.setting, count=count
+                exc, method=self.method, setting=self.setting, count=max(counts)
             ) from None
+        return [reply[:count] for reply, count in zip(replies, counts, strict=True)]
 
     @abstractmethod
-    def _exchange(self, count: int, timeout_s: float) -> bytes:
-        """At least one byte (a server may send more than asked) or raise."""
+    def _exchange(self, counts: Sequence[int], timeout_s: float) -> list[bytes]:
+        """For each count at least one byte (a server may send more than asked), or raise."""
 
     def close(self) -> None:  # noqa: B027 - only a transport that keeps a stream has state
         """Release what the transport holds beyond the channel."""
 
 
-class UnaryTransport(Transport):
+class _CallPerPiece(Transport):
+    """A transport whose every piece is an RPC of its own."""
+
+    def _exchange(self, counts: Sequence[int], timeout_s: float) -> list[bytes]:
+        return [self._call_once(count, timeout_s) for count in counts]
+
+    @abstractmethod
+    def _call_once(self, count: int, timeout_s: float) -> bytes:
+        """At least one byte or raise."""
+
+
+class UnaryTransport(_CallPerPiece):
     """One unary call per exchange."""
 
     def __init__(
@@ -52,12 +67,12 @@ class UnaryTransport(Transport):
         super().__init__(method, setting, metadata)
         self._call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
 
-    def _exchange(self, count: int, timeout_s: float) -> bytes:
+    def _call_once(self, count: int, timeout_s: float) -> bytes:
         raw = self._call(encode_request(count), timeout=timeout_s, metadata=self._metadata)
         return decode_reply(raw)
 
 
-class ServerStreamingTransport(Transport):
+class ServerStreamingTransport(_CallPerPiece):
     """One request, then replies until ``count`` bytes have arrived or the stream ends.
 
     A single request message followed by half-close is the same on the wire whether the
@@ -70,7 +85,7 @@ class ServerStreamingTransport(Transport):
         super().__init__(method, setting, metadata)
         self._call: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method)
 
-    def _exchange(self, count: int, timeout_s: float) -> bytes:
+    def _call_once(self, count: int, timeout_s: float) -> bytes:
         replies = self._call(encode_request(count), timeout=timeout_s, metadata=self._metadata)
         received = bytearray()
         try:
@@ -112,8 +127,10 @@ class _Stream:
             return
         self._replies.put(None)
 
-    def exchange(self, count: int, timeout_s: float) -> bytes:
+    def send(self, count: int) -> None:
         self._requests.put(encode_request(count))
+
+    def receive(self, timeout_s: float) -> bytes:
         try:
             reply = self._replies.get(timeout=timeout_s)
         except queue.Empty:
@@ -133,7 +150,11 @@ class _Stream:
 
 class BidiStreamingTransport(Transport):
     """One stream kept open across draws; any failure discards it and the next exchange
-    opens a new one. Replies come back in request order, so exchanges take turns."""
+    opens a new one. Replies come back in request order, so exchanges take turns.
+
+    A draw's pieces are all requested before the first reply is read, so the server
+    produces one piece while the previous one crosses the wire.
+    """
 
     def __init__(
         self, channel: grpc.Channel, method: str, setting: str, metadata: Metadata
@@ -143,15 +164,18 @@ class BidiStreamingTransport(Transport):
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
 
-    def _exchange(self, count: int, timeout_s: float) -> bytes:
+    def _exchange(self, counts: Sequence[int], timeout_s: float) -> list[bytes]:
         with self._lock:
             if self._stream is None:
                 self._stream = _Stream(self._call, self._metadata)
+            stream = self._stream
             try:
-                return self._stream.exchange(count, timeout_s)
+                for count in counts:
+                    stream.send(count)
+                return [stream.receive(timeout_s) for _ in counts]
             except BaseException:
                 # A late reply to this request would pair with the next one: start afresh.
-                self._stream.close()
+                stream.close()
                 self._stream = None
                 raise
 
