@@ -96,5 +96,5 @@ def test_close_is_idempotent_and_later_draws_fail_cleanly(
     with pytest.raises(EntropyUnavailableError, match="closed"):
         source.get_random_bytes(8)
     # A draw big enough to go out in several pieces fails just as cleanly.
-    with pytest.raises(EntropyUnavailableError, match="shutdown|closed"):
+    with pytest.raises(EntropyUnavailableError, match=r"shutdown|closed"):
         source.get_random_bytes(BATCH_DRAW)
