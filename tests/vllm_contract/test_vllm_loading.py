@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from conftest import request_states, vllm_config
 from vllm import SamplingParams
+from vllm.config import LoggingConfig
 from vllm.exceptions import VLLMValidationError
+from vllm.logger import configure_logging
 from vllm.v1.sample.logits_processor import (
     LogitsProcessor as V1LogitsProcessor,
 )
@@ -119,3 +123,20 @@ def test_a_single_process_engine_shares_u_with_no_one():
     assert (
         QRSamplerLogitsProcessor(vllm_config(), torch.device("cpu"), False).sampler.shared_u is None
     )
+
+
+def test_qr_sampler_logs_through_the_handlers_vllm_configured():
+    # What vLLM's worker processes do first thing, before any processor is built.
+    configure_logging(LoggingConfig())
+    ours, theirs = logging.getLogger("qr_sampler"), logging.getLogger("vllm")
+    assert theirs.handlers
+    saved = ours.handlers[:], ours.level
+    ours.handlers.clear()
+    ours.setLevel(logging.NOTSET)
+    try:
+        QRSamplerLogitsProcessor(vllm_config(), torch.device("cpu"), False)
+        assert ours.handlers == theirs.handlers
+        assert ours.level == theirs.getEffectiveLevel()
+    finally:
+        ours.handlers[:], _ = saved
+        ours.setLevel(saved[1])

@@ -61,6 +61,21 @@ def _admission_defaults() -> SamplingOptions:
     return QRSamplerConfig.load().sampling_options()
 
 
+def _log_where_vllm_logs() -> None:
+    """Give qr-sampler's loggers the handlers vLLM configured for its own.
+
+    vLLM sets up handlers for the ``vllm`` logger only; without this, qr-sampler's
+    INFO lines (the startup line, the periodic summary) would reach no handler.
+    """
+    ours, theirs = logging.getLogger("qr_sampler"), logging.getLogger("vllm")
+    if ours.handlers or not theirs.handlers:
+        return
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    if ours.level == logging.NOTSET:
+        ours.setLevel(theirs.getEffectiveLevel())
+
+
 class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
     """Forces the token chosen by qr-sampler into every row it samples."""
 
@@ -74,6 +89,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         if getattr(vllm_config, "speculative_config", None):
             raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
         self.runner = "v1" if len(engine_args) == 2 else "v2"
+        _log_where_vllm_logs()
         self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
         config = self.sampler.config
         logger.info(
