@@ -26,9 +26,20 @@ def time_pairs_ms(
 ) -> tuple[list[float], list[float]]:
     """Wall times in ms of ``first`` and ``second``, alternated step by step so that
     a noisy neighbour slows both alike; ``prepare`` runs untimed before each call."""
-    timings: tuple[list[float], list[float]] = ([], [])
+    first_ms, second_ms = time_interleaved_ms([first, second], count, warmup, prepare)
+    return first_ms, second_ms
+
+
+def time_interleaved_ms(
+    runs: list[Callable[[], object]],
+    count: int,
+    warmup: int,
+    prepare: Callable[[], object] | None = None,
+) -> list[list[float]]:
+    """Wall times in ms of each of ``runs``, taken in turn step by step."""
+    timings: list[list[float]] = [[] for _ in runs]
     for index in range(warmup + count):
-        for run, samples in zip((first, second), timings, strict=True):
+        for run, samples in zip(runs, timings, strict=True):
             if prepare is not None:
                 prepare()
             start = time.perf_counter_ns()
