@@ -143,7 +143,7 @@ class QRSampler:
             u,
             temperatures,
             columns["top_k"].long(),
-            columns["top_p"].to(logits.dtype),
+            columns["top_p"],
             with_entropy=needs_entropy,
             workspace=self.workspace,
         )
