@@ -117,7 +117,7 @@ def test_values_the_arithmetic_cannot_carry_are_refused(tmp_path, key, value):
 
 #: Values at the edges of what the fields admit, so that many requests pass.
 EDGES = st.sampled_from(
-    [0, 1, 0.5, 1e-46, 5e-324, 1e-300, 1e-15, 1e-6, 0.99, 127.5, 255, 2**31, -(2**31), 3.5e38, 1e308]
+    [0, 1, 0.5, 1e-46, 5e-324, 1e-300, 1e-15, 1e-6, 0.99, 127.5, 255, 2**31, 3.5e38, 1e308]
 )
 FIELD_VALUES = st.one_of(
     EDGES,
@@ -178,8 +178,7 @@ def test_every_admitted_request_gives_a_finite_record_and_an_allowed_token(
     sampler = make_sampler(str(path), ConstantSource(byte))
     try:
         options = sampler.resolve(extra_args)
-    except ValueError as refused:
-        assert isinstance(refused, ConfigValidationError)
+    except ConfigValidationError:  # a ValueError: vLLM answers 400
         ADMITTED.append(False)
         return
     ADMITTED.append(True)
@@ -198,7 +197,7 @@ def test_every_admitted_request_gives_a_finite_record_and_an_allowed_token(
         assert original[record["row"], token] > -INF
         assert all(math.isfinite(record[name]) for name in NUMERIC_RECORD_FIELDS), record
         assert 0 < record["token_prob"] <= 1
-        if 0 < options.top_k:
+        if options.top_k > 0:
             kth = original[record["row"]].sort(descending=True).values[min(options.top_k, 97) - 1]
             assert original[record["row"], token] >= kth
         assert logits[record["row"], token] == 0
