@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from qr_sampler.crossing import DescendingWalk
+from qr_sampler.crossing import LOWEST_EXPONENT, DescendingWalk
 
 if TYPE_CHECKING:
     import torch
@@ -25,9 +25,6 @@ if TYPE_CHECKING:
 #: fraction of the row's mass): p = 0.3 over ten equal tokens keeps three, whichever
 #: way the float rounding of 0.3 and of the sums falls.
 TOP_P_SLACK = 1e-9
-#: Exponents below this give weight 0 in float64 as well; clamping them keeps the
-#: float32 rounding correction finite for -inf logits.
-MIN_EXPONENT = -1e4
 
 
 @dataclass(frozen=True)
@@ -148,7 +145,10 @@ def select_tokens(
     safe_temperature = torch.where(greedy, torch.ones_like(wide_temperature), wide_temperature)
 
     weight, log_weight = _weights(values, row_max, safe_temperature, workspace)
-    walk = DescendingWalk(values, log_weight, workspace.get("bins", values, torch.int64))
+    floor = row_max.to(torch.float64) + LOWEST_EXPONENT * safe_temperature
+    walk = DescendingWalk(
+        values, log_weight, floor, lambda name, dtype: workspace.get(name, values, dtype)
+    )
     k_threshold = _top_k_threshold(walk, top_k, vocab)
     if k_threshold is not None:
         weight.masked_fill_(values < k_threshold[:, None], 0.0)
@@ -181,20 +181,18 @@ def _weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """float64 weights exp((x - max) / T), and the float32 exponents.
 
-    The exponent is formed in float64; exp runs in float32, several times cheaper,
-    and the exponent's float32 rounding r is put back as w * (1 + r), so every
-    weight is within about 1e-7 relative of float64's.
+    The exponent is formed in float64 and rounded once to float32, where exp is
+    several times cheaper: each weight is within about |exponent| * 6e-8 relative
+    of float64's, under 7e-7 for the tokens that carry the mass of any row.
     """
     import torch
 
-    buffer = workspace.get("weight", values, torch.float64)
-    exponent = torch.sub(values, row_max.to(torch.float64)[:, None], out=buffer)
-    exponent.div_(temperature[:, None]).clamp_(min=MIN_EXPONENT)
+    weight = workspace.get("weight", values, torch.float64)
+    exponent = weight.copy_(values)
+    exponent.sub_(row_max.to(torch.float64)[:, None]).div_(temperature[:, None])
     rounded = workspace.get("log_weight", values, torch.float32)
     rounded.copy_(exponent)
-    weight32 = torch.exp(rounded, out=workspace.get("weight32", values, torch.float32))
-    rounding = exponent.sub_(rounded)
-    weight = torch.addcmul(weight32, weight32, rounding, out=buffer)
+    weight.copy_(torch.exp(rounded, out=workspace.get("weight32", values, torch.float32)))
     return weight, rounded
 
 
