@@ -23,6 +23,7 @@ import grpc
 
 from qr_source_grpc.failures import (
     DeadlineExceededError,
+    FetchError,
     MalformedReplyError,
     OutOfTimeError,
     TransportError,
@@ -292,7 +293,7 @@ class BidiStreamingTransport(Transport):
 
     def _open_stream(self) -> _Stream:
         if self._closed:
-            raise TransportError("the source is closed")
+            raise FetchError("the source is closed")
         stream = self._stream
         if stream is not None and stream.out_of_step():
             self._discard(stream)
