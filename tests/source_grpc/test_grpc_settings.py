@@ -155,17 +155,9 @@ def test_unsendable_key_is_rejected_without_echoing_it(
     assert SECRET not in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    "settings",
-    [
-        {"api_key": f" {SECRET}"},  # the key itself is refused
-        # a check across fields, whose error shows every input
-        {"api_key": SECRET, "mode": "bidi_streaming", "stream_method_path": ""},
-    ],
-)
-def test_settings_built_directly_never_echo_the_key(settings: dict[str, object]) -> None:
+def test_settings_built_directly_never_echo_the_key() -> None:
     with pytest.raises(ValueError, match="validation error") as caught:
-        GrpcSourceSettings(**settings)  # type: ignore[arg-type]
+        GrpcSourceSettings(api_key=f" {SECRET}")
     assert SECRET[:6] not in str(caught.value)
     assert SECRET[:6] not in repr(caught.value)
 
