@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import pytest
@@ -27,22 +28,26 @@ class _Draw(NamedTuple):
     fallback: bool
 
 
-def _draw_for(fallback: FallbackEntropySource, seconds: float) -> list[_Draw]:
-    """THREADS threads drawing one row's bytes each, back to back, for ``seconds``."""
+@contextmanager
+def _drawing(fallback: FallbackEntropySource) -> Iterator[list[_Draw]]:
+    """THREADS threads drawing one row's bytes each, back to back, until the block ends."""
     draws: list[_Draw] = []
-    stop_at = time.monotonic() + seconds
+    stop = threading.Event()
 
     def loop() -> None:
-        while time.monotonic() < stop_at:
+        while not stop.is_set():
             started = time.monotonic()
             draws.append(_Draw(started, fallback.draw(ROW_BYTES).fallback))
 
     threads = [threading.Thread(target=loop) for _ in range(THREADS)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(seconds + 30)
-    return draws
+    try:
+        yield draws
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
 
 
 def _pausable_supply() -> tuple[Callable[[int], bytes], Callable[[float], float]]:
@@ -69,7 +74,8 @@ def test_healthy_server_under_load_gives_no_fallback(make_source: SourceFactory,
     with serve_in_background() as server:
         # The shipped defaults, as a profile that sets nothing gets them.
         entropy = make_source(server.address, CircuitBreakerSettings(), mode=mode)
-        draws = _draw_for(FallbackEntropySource(entropy, SystemEntropySource()), 3.0)
+        with _drawing(FallbackEntropySource(entropy, SystemEntropySource())) as draws:
+            time.sleep(3.0)
     assert len(draws) >= 20
     assert sum(draw.fallback for draw in draws) == 0
 
@@ -83,12 +89,11 @@ def test_short_pause_costs_at_most_a_second_of_fallback(
     with serve_in_background(byte_supply=supply) as server:
         entropy = make_source(server.address, CircuitBreakerSettings(), mode=mode)
         fallback = FallbackEntropySource(entropy, SystemEntropySource())
-        _draw_for(fallback, 1.0)  # learn the server's usual latency
-        ends = [0.0]
-        pauser = threading.Timer(0.5, lambda: ends.__setitem__(0, pause(0.15)))
-        pauser.start()
-        draws = _draw_for(fallback, 3.0)
-        pauser.join()
-    late = [draw for draw in draws if draw.started > ends[0] + 1.0]
-    assert len(late) >= 10
+        with _drawing(fallback) as draws:
+            time.sleep(1.0)  # the server's usual latency is learned
+            resumed_at = pause(0.15)
+            while time.monotonic() < resumed_at + 2.5:
+                time.sleep(0.1)
+    late = [draw for draw in draws if draw.started > resumed_at + 1.0]
+    assert late  # draws went on after the pause
     assert not any(draw.fallback for draw in late)
