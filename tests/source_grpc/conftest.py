@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -79,6 +80,15 @@ def make_source() -> Iterator[SourceFactory]:
     yield make
     for source in built:
         source.close()
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[None]:
+    """Another process spinning on a core for the length of the test, as an engine does."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield
+    hog.kill()
+    hog.wait()
 
 
 @pytest.fixture(scope="session")

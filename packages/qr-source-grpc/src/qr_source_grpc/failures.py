@@ -19,6 +19,16 @@ class TransportError(FetchError):
     """Retried up to QR_GRPC_RETRY_COUNT; feeds the circuit breaker."""
 
 
+class DeadlineExceededError(TransportError):
+    """No (complete) reply before the attempt's deadline, whichever of gRPC or the
+    transport's own wait noticed first."""
+
+
+class OutOfTimeError(FetchError):
+    """The draw's own deadline passed before the exchange could start (the stream was
+    busy with other draws); not retried and not held against the server."""
+
+
 class ServerRejectedError(FetchError):
     """The server refused the call; not retried."""
 
@@ -58,4 +68,5 @@ def from_rpc_error(error: grpc.RpcError, *, method: str, setting: str, count: in
     if hint is not None:
         cause = hint.format(method=method, setting=setting, count=count)
         return ServerRejectedError(f"{code.name}: {cause} (server: {details})")
-    return TransportError(f"{code.name} calling {method}: {details}")
+    failure = DeadlineExceededError if code == grpc.StatusCode.DEADLINE_EXCEEDED else TransportError
+    return failure(f"{code.name} calling {method}: {details}")
