@@ -120,7 +120,9 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
         default="system", description="On source failure: draw from os.urandom (flagged) or fail"
     )
     log_path: str = Field(
-        default="", description="Append one JSON line per token here; empty = off"
+        default="",
+        description="Append one JSON line per token here; empty = off; must be writable "
+        "when the sampler starts (qr_sampler.record_file.check_log_path)",
     )
 
     @field_validator("entropy_source_type")

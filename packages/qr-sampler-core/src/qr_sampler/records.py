@@ -5,10 +5,13 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import IO
+from typing import Any
+
+from qr_sampler.record_file import LOG_PATH_VARIABLE, RecordFile
 
 logger = logging.getLogger("qr_sampler")
 
@@ -37,21 +40,45 @@ class TokenRecord:
     tag: str
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """Strict JSON: a value that is NaN or infinite is written as ``null``."""
+        return json.dumps(_finite(asdict(self)), separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 class RecordSink:
-    """Writes each step's records in row order and flushes once per step.
+    """Writes each step's records in row order, in one write per step.
 
     A crash therefore loses at most the step in flight. Memory stays bounded:
     only the last ``keep_recent`` records of diagnostic-mode requests are held.
+
+    The file is opened here, so a ``log_path`` that cannot be written fails at
+    start-up (``LogPathError``). A write that fails later (a full disk) never fails
+    the step: the step's records are dropped and counted in ``lost_records``, and an
+    ERROR is logged at most once per ``error_interval_s``.
     """
 
-    def __init__(self, log_path: str, keep_recent: int = 10_000) -> None:
+    def __init__(
+        self, log_path: str, keep_recent: int = 10_000, error_interval_s: float = 60.0
+    ) -> None:
         self.log_path = log_path
-        self._file: IO[str] | None = None
+        self._file = RecordFile(log_path) if log_path else None
         self._recent: collections.deque[TokenRecord] = collections.deque(maxlen=keep_recent)
         self._lock = threading.Lock()
+        self.error_interval_s = error_interval_s
+        self.lost_records = 0
+        self._lost_unreported = 0
+        self._failing = False
+        self._last_error_log = -math.inf
 
     def write_step(
         self,
@@ -61,16 +88,45 @@ class RecordSink:
     ) -> None:
         """``log_full[i]``/``keep[i]``: log record i in full / keep it in memory."""
         with self._lock:
-            if self.log_path:
-                if self._file is None:
-                    self._file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
-                self._file.write("".join(record.to_json() + "\n" for record in records))
-                self._file.flush()
+            if self._file is not None and records:
+                self._append("".join(record.to_json() + "\n" for record in records), len(records))
             for record, full, kept in zip(records, log_full, keep, strict=True):
                 if full:
                     logger.info("qr-sampler token %s", record.to_json())
                 if kept:
                     self._recent.append(record)
+
+    def _append(self, text: str, count: int) -> None:
+        assert self._file is not None
+        try:
+            self._file.append(text)
+        except OSError as exc:
+            self.lost_records += count
+            self._lost_unreported += count
+            self._failing = True
+            now = time.monotonic()
+            if now - self._last_error_log >= self.error_interval_s:
+                logger.error(
+                    "qr-sampler could not write token records to %s=%r (%s): %d record(s) "
+                    "lost since the last report, %d in all; sampling goes on without them",
+                    LOG_PATH_VARIABLE,
+                    self.log_path,
+                    exc.strerror or exc,
+                    self._lost_unreported,
+                    self.lost_records,
+                )
+                self._last_error_log = now
+                self._lost_unreported = 0
+            return
+        if self._failing:
+            self._failing = False
+            logger.warning(
+                "qr-sampler writes token records to %s=%r again; %d record(s) lost in all",
+                LOG_PATH_VARIABLE,
+                self.log_path,
+                self.lost_records,
+            )
+            self._lost_unreported = 0
 
     def recent(self) -> list[TokenRecord]:
         """The most recent records of diagnostic-mode requests, oldest first."""

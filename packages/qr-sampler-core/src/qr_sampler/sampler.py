@@ -58,6 +58,9 @@ class QRSampler:
         #: Set under tensor parallelism: only the leader draws, and records.
         self.shared_u = shared_u
         self.draws = shared_u is None or shared_u.leader
+        # Opened first, so a records file that cannot be written stops start-up before
+        # any connection to the entropy source is made. Only the drawing rank records.
+        self.sink = RecordSink(self.config.log_path if self.draws else "")
         # A follower never draws, so it never connects to the entropy source either.
         self.source = (
             source
@@ -78,7 +81,6 @@ class QRSampler:
             self.registry.temperature_strategies[name].value
             for name in names["temperature_strategy"]
         ]
-        self.sink = RecordSink(self.config.log_path)
         self.summary = SummaryLog(enabled=self.config.log_level != "none")
         self.workspace = Workspace()
         self.steps = 0

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from qr_sampler.cli.output import print_json
+from qr_sampler.config import QRSamplerConfig
 from qr_sampler.environment import (
     environment_names,
     known_variables,
@@ -17,6 +18,7 @@ from qr_sampler.environment import (
 )
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.plugins import get_registry
+from qr_sampler.record_file import check_log_path
 from qr_sampler.settings import env_file_path
 
 
@@ -59,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
                 continue
             prefix = settings.env_prefix_value().upper()
             values.update({f"{prefix}{k.upper()}": v for k, v in loaded.redacted().items()})
+            if isinstance(loaded, QRSamplerConfig):
+                try:
+                    check_log_path(loaded.log_path)
+                except ConfigValidationError as exc:
+                    problems.append(f"{owner}: {exc}")
         effective[owner] = values
 
     if args.json:

@@ -12,6 +12,7 @@ from qr_sampler.cli.output import print_json
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.errors import EntropyUnavailableError, QRSamplerError
+from qr_sampler.record_file import check_log_path
 
 
 def add_parser(commands: Any) -> None:
@@ -20,7 +21,8 @@ def add_parser(commands: Any) -> None:
         help="draw from the configured entropy source and report latency",
         description="Build the source named by QR_ENTROPY_SOURCE_TYPE, draw from it COUNT "
         "times (without the fallback, so failures show), and print latency p50/p99, "
-        "throughput and the source's health. Exits 2 if the source fails.",
+        "throughput and the source's health. Exits 2 if the source fails or "
+        "QR_LOG_PATH cannot be written.",
     )
     parser.add_argument(
         "--bytes",
@@ -45,6 +47,8 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     config = QRSamplerConfig.load()
+    # The engine would refuse to start with this records file: say so before probing.
+    check_log_path(config.log_path)
     source = build_entropy_source(config).primary
     latencies = []
     try:
