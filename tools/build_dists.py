@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tools/build_dists.py [OUT]                  # sdist + wheel of each package (default dist/)
+    python tools/build_dists.py [OUT]     # sdist + wheel of each package (default dist/)
     python tools/build_dists.py --wheel-only --no-isolation OUT
 
 OUT is emptied of earlier builds of these packages first, so a stale version never sits

@@ -33,9 +33,10 @@ def acme_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     work = tmp_path_factory.mktemp("acme")
     assert qr_sampler(["source", "new", "acme-qrng", "--dir", str(work)]) == 0
     target = work / "site"
+    package = work / "qr-source-acme-qrng"
+    pip = (sys.executable, "-m", "pip", "install", "--quiet", "--no-deps")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
-        + ["--target", str(target), str(work / "qr-source-acme-qrng")],
+        [*pip, "--target", str(target), str(package)],
         check=True,
         timeout=300,
     )
