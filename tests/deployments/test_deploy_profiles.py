@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from deploy_support import (
     DEPLOYMENTS,
-    SHIPPED_PROFILES,
     container_variables,
     copy_profile,
     set_line,
