@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from grpc_test_servers import SourceFactory
 
-from qr_sampler import ConfigValidationError
+from qr_sampler import ConfigValidationError, EntropyUnavailableError
 from qr_source_grpc import GrpcSourceSettings
+from qr_urandom_server.server import EntropyServer
 
 
 @pytest.mark.parametrize(
@@ -49,3 +51,15 @@ def test_the_template_placeholder_is_not_sent_as_a_key(
 def test_a_real_looking_key_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QR_GRPC_API_KEY", "f1r3fly-9c2e7a41b0d85f36")
     assert GrpcSourceSettings.load().api_key == "f1r3fly-9c2e7a41b0d85f36"
+
+
+@pytest.mark.parametrize("transport_address", ["tcp"], indirect=True)
+def test_tls_against_a_plaintext_server_says_so(
+    urandom_server: EntropyServer, make_source: SourceFactory
+) -> None:
+    source = make_source(urandom_server.address, tls=True, retry_count=0)
+    with pytest.raises(EntropyUnavailableError) as caught:
+        source.get_random_bytes(16)
+    message = str(caught.value)
+    assert "the TLS handshake failed" in message
+    assert "if it serves plaintext, set QR_GRPC_TLS=false" in message
