@@ -14,7 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# The committed figures that docs/performance.md quotes. A run writes them only when asked
+# (BENCH_UPDATE_RESULTS=1); otherwise to benchmarks/out/ (ignored by git), or BENCH_OUT.
+COMMITTED_RESULTS = Path(__file__).resolve().parent / "results"
+UPDATE_VARIABLE, OUT_VARIABLE = "BENCH_UPDATE_RESULTS", "BENCH_OUT"
+
+
+def results_dir() -> Path:
+    if os.environ.get(UPDATE_VARIABLE, "").strip().lower() in {"1", "true", "yes"}:
+        return COMMITTED_RESULTS
+    return Path(os.environ.get(OUT_VARIABLE) or COMMITTED_RESULTS.parent / "out")
+
+
+RESULTS = results_dir()
 
 
 def time_pairs_ms(

@@ -40,7 +40,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     for name in list(os.environ):
         if name.startswith("QR_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "absent.env"))
+    # An empty file: a QR_ENV_FILE that does not exist is an error.
+    (tmp_path / "empty.env").write_text("", encoding="utf-8")
+    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "empty.env"))
     get_registry.cache_clear()
     yield
     get_registry.cache_clear()

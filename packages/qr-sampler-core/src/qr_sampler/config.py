@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import SettingsConfigDict
 
 from qr_sampler.errors import ConfigValidationError
+from qr_sampler.names import did_you_mean
 from qr_sampler.settings import QRSettings, describe_validation_error
 
 REQUEST_KEY_PREFIX = "qr_"
@@ -210,7 +211,8 @@ def check_registered(
             name = f"{prefix}{field}"
             name = name.upper() if prefix.isupper() else name
             raise ConfigValidationError(
-                f"{name}: unknown value {value!r}; registered: {', '.join(sorted(known))}"
+                f"{name}: unknown value {value!r}{did_you_mean(value, known)}; "
+                f"registered: {', '.join(sorted(known))}"
             )
 
 

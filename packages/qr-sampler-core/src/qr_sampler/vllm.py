@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, resolve_options
+from qr_sampler.environment import unknown_in_effect
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.plugins import get_registry
 from qr_sampler.sampler import QRSampler
+from qr_sampler.settings import env_file_path
 from qr_sampler.tensor_parallel import vllm_tensor_parallel_group
 
 if TYPE_CHECKING:
@@ -91,6 +93,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         self.runner = "v1" if len(engine_args) == 2 else "v2"
         _log_where_vllm_logs()
         self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
+        for variable in unknown_in_effect(self.sampler.registry, env_file_path()):
+            logger.warning("qr-sampler ignores %s", variable.message())
         config = self.sampler.config
         logger.info(
             "qr-sampler active (%s runner): entropy source %r, fallback %s, amplifier %s, "

@@ -67,6 +67,13 @@ class GrpcSourceSettings(QRSettings):
     def _address_form(cls, value: str) -> str:
         if value.startswith("unix:"):
             return value
+        scheme, found, rest = value.partition("://")
+        if found:
+            # gRPC targets are not URLs; grpc would fail later with "Misformatted domain name".
+            tls = " and set QR_GRPC_TLS=true" if scheme.lower() in {"https", "grpcs"} else ""
+            raise ValueError(
+                f"takes no {scheme}:// scheme: write {rest.rstrip('/') or 'host:port'}{tls}"
+            )
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError("must be host:port or unix:///path/to/socket")

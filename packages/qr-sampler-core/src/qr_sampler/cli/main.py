@@ -4,6 +4,7 @@ manage deployment profiles and scaffold new source packages."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,9 +33,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
+        # Flushed here, a reader that left surfaces below rather than at interpreter exit.
+        sys.stdout.flush()
     except QRSamplerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader left (`qr-sampler config | head`): that is not an error. Point stdout
+        # at nothing so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

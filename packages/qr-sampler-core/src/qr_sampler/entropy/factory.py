@@ -8,6 +8,7 @@ from qr_sampler.entropy.fallback import FallbackEntropySource
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.plugins import Registry, get_registry
+from qr_sampler.registered import missing_source
 
 
 def build_entropy_source(
@@ -18,16 +19,7 @@ def build_entropy_source(
     name = config.entropy_source_type
     component = registry.entropy_sources.get(name)
     if component is None:
-        installed = ", ".join(sorted(registry.entropy_sources)) or "none"
-        broken = "".join(
-            f"; plugin {failure.plugin!r} failed to load: {failure.error}"
-            for failure in registry.failures
-        )
-        raise ConfigValidationError(
-            f"QR_ENTROPY_SOURCE_TYPE={name!r} is not an installed entropy source "
-            f"(installed: {installed}); install the package that provides it, "
-            f"e.g. qr-source-grpc for 'quantum_grpc'{broken}"
-        )
+        raise ConfigValidationError(missing_source(name, registry))
     primary: EntropySource = component.value()
     fallback = SystemEntropySource() if config.fallback_mode == "system" else None
     return FallbackEntropySource(primary, fallback)
