@@ -191,3 +191,16 @@ def test_surplus_stream_replies_never_answer_a_later_request(
             before = received.count
             stamp = int.from_bytes(entropy.get_random_bytes(8), "big")
             assert stamp > before
+
+
+def test_stream_whose_field_2_is_not_a_sequence_id_is_read_in_order(
+    make_source: SourceFactory,
+) -> None:
+    def stamped(requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        for request in requests:
+            count = request_fields(request)[1]
+            yield field1_reply(os.urandom(count), varint_field(2, time.time_ns()))
+
+    with raw_server(streams={STREAM: stamped}) as address:
+        entropy = make_source(address, mode="bidi_streaming")
+        assert [len(entropy.get_random_bytes(16)) for _ in range(5)] == [16] * 5
