@@ -25,6 +25,11 @@ def tags_of_step(processor: QRSamplerLogitsProcessor, rows: int) -> list[str | N
     logits = torch.randn(rows, VOCAB)
     before = len(processor.sampler.sink.recent())
     processor.apply(logits)
+    if processor.runner == "v1":
+        # What vLLM does next: books each row's token, then starts the next step.
+        for row in range(rows):
+            processor.outputs[row].append(int(logits[row].argmax()))
+        processor.update_state(None)
     by_row: dict[int, str] = {r.row: r.tag for r in processor.sampler.sink.recent()[before:]}
     return [by_row.get(row) for row in range(rows)]
 
@@ -68,6 +73,9 @@ def test_a_bypassed_request_is_left_to_vllm_and_draws_no_entropy():
     processor.apply(logits)
     assert torch.equal(logits[1], original[1])
     assert int((logits[0] == 0).sum()) == 1
+    for row in (0, 1):
+        processor.outputs[row].append(int(logits[row].argmax()))
+    processor.update_state(None)
     assert [r.tag for r in processor.sampler.sink.recent()] == ["qr"]
 
 

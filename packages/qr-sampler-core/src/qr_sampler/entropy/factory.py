@@ -30,4 +30,4 @@ def build_entropy_source(
         )
     primary: EntropySource = component.value()
     fallback = SystemEntropySource() if config.fallback_mode == "system" else None
-    return FallbackEntropySource(primary, fallback)
+    return FallbackEntropySource(primary, fallback, strict_wait_s=config.strict_wait_s)
