@@ -22,8 +22,8 @@ from typing import Any
 from common import write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
-from engine_support import MODEL_NAME, VllmServer  # noqa: E402
-from tiny_model import TOKENIZER_VOCAB, build  # noqa: E402
+from engine_support import MODEL_NAME, VllmServer
+from tiny_model import TOKENIZER_VOCAB, build
 
 ARMS = {"active": {}, "bypass": {"qr_bypass": "true"}}
 

@@ -16,8 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from engine_support import ENGINE_ENV  # noqa: E402
-from tiny_model import build  # noqa: E402
+from engine_support import ENGINE_ENV
+from tiny_model import build
 
 if not os.environ.get(ENGINE_ENV):
     collect_ignore_glob = ["test_*.py"]

@@ -1,4 +1,4 @@
-"""The gRPC source inside the engine: qr-urandom-server in each mode, an outage, a foreign server."""
+"""The gRPC source inside the engine: qr-urandom-server in each mode, outages, a foreign server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from engine_support import MODEL_NAME, UrandomServer, VllmServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "source_grpc"))
-from grpc_test_servers import field1_reply, raw_server, requested_count  # noqa: E402
+from grpc_test_servers import field1_reply, raw_server, requested_count
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -140,7 +140,8 @@ def test_a_foreign_server_with_a_key_and_a_cap_serves_every_token(
     assert len(records) == 48
     assert [r for r in records if r["fallback"]] == []
     assert {r["entropy_source"] for r in records} == {"quantum_grpc"}
-    assert asked and max(asked) <= PER_CALL_CAP
+    assert asked
+    assert max(asked) <= PER_CALL_CAP
 
 
 def test_the_key_is_in_no_log_and_no_record(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,33 @@ def test_a_request_that_skipped_admission_checks_is_left_to_vllm(caplog):
     processor.apply(logits)
     assert torch.equal(logits, original)
     assert "left to vLLM's sampler" in caplog.text
+
+
+def test_model_runner_v2_rows_still_prefilling_draw_no_entropy_and_stay_untouched():
+    states = request_states()
+    prefill_len = np.zeros(states.max_num_reqs, dtype=np.int32)
+    prefill_len[[3, 4]] = [300, 5]  # slot 3: a long prompt mid-prefill; slot 4: decoding
+    states.prefill_len = SimpleNamespace(np=prefill_len)
+    processor = next(
+        p
+        for p in build_custom_logits_processors(vllm_config(), states, False)
+        if isinstance(p, QRSamplerLogitsProcessor)
+    )
+    processor.add_request(3, tagged("long"))
+    processor.add_request(4, tagged("short"))
+    slots = np.array([3, 4], dtype=np.int32)
+    ctx = LogitsContext(
+        expanded_idx_mapping=torch.from_numpy(slots),
+        idx_mapping=torch.from_numpy(slots),
+        idx_mapping_np=slots,
+        expanded_local_pos=torch.zeros(2, dtype=torch.int32),
+        input_ids=torch.zeros(2, dtype=torch.int32),
+        pos=torch.arange(2),
+        seq_lens_upper_bound_np=np.array([128, 6], dtype=np.int32),
+    )
+    logits = torch.randn(2, VOCAB)
+    original = logits.clone()
+    processor.apply(logits, ctx)
+    assert [r.tag for r in processor.sampler.sink.recent()] == ["short"]
+    assert torch.equal(logits[0], original[0])
+    assert int((logits[1] == 0).sum()) == 1

@@ -207,4 +207,5 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         seq_lens = getattr(ctx, "seq_lens_upper_bound_np", None)
         if prefill_len is None or seq_lens is None:
             return None
-        return np.asarray(seq_lens[: len(slots)]) >= prefill_len.np[slots]
+        kept: np.ndarray = np.asarray(seq_lens[: len(slots)]) >= prefill_len.np[slots]
+        return kept

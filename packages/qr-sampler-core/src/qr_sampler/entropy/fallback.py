@@ -57,9 +57,7 @@ class FallbackEntropySource(EntropySource):
         check_byte_count(n)
         start = time.perf_counter()
         try:
-            data = (
-                self._from_primary(n) if self.fallback is not None else self._strict(n, start)
-            )
+            data = self._from_primary(n) if self.fallback is not None else self._strict(n, start)
         except EntropyUnavailableError as exc:
             if self.fallback is None:
                 raise
