@@ -85,12 +85,13 @@ def test_a_short_pause_of_the_server_gives_fallback_for_about_a_second_at_most(
     source distrusted for long; 3 s later no token falls back."""
     engine, entropy = grpc_engine
     assert entropy.proc is not None
-    load = threading.Thread(target=generate_concurrently, args=(engine, 4, 96))
+    load = threading.Thread(target=generate_concurrently, args=(engine, 4, 256))
     load.start()
-    time.sleep(2)
+    time.sleep(1)
     os.kill(entropy.proc.pid, signal.SIGSTOP)
     time.sleep(0.15)
     os.kill(entropy.proc.pid, signal.SIGCONT)
+    assert load.is_alive(), "the stall must fall while the engine is generating"
     load.join()
     time.sleep(3)
     after = generate_concurrently(engine, requests=4, tokens=32)
