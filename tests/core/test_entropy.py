@@ -309,3 +309,17 @@ def test_plugin_source_outage_falls_back_to_system(
     monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "down")
     draw = build_entropy_source(QRSamplerConfig.load()).draw(32)
     assert (len(draw.data), draw.source, draw.fallback) == (32, "system", True)
+
+
+def test_strict_mode_rides_out_an_outage_shorter_than_its_wait():
+    primary = ScriptedSource("quantum", 0x11, [outage(), outage(), "ok"])
+    draw = FallbackEntropySource(primary, None, strict_wait_s=30).draw(8)
+    assert (draw.data, draw.source, draw.fallback) == (b"\x11" * 8, "quantum", False)
+    assert primary.calls == 3
+
+
+def test_strict_mode_gives_up_after_its_wait_and_says_why():
+    primary = ScriptedSource("quantum", 0x11, [outage()])
+    with pytest.raises(EntropyUnavailableError, match=r"unreachable.*QR_STRICT_WAIT_S"):
+        FallbackEntropySource(primary, None, strict_wait_s=0.1).draw(8)
+    assert primary.calls >= 2

@@ -120,6 +120,13 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
     fallback_mode: Literal["system", "error"] = Field(
         default="system", description="On source failure: draw from os.urandom (flagged) or fail"
     )
+    strict_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="Strict mode: how long an engine step retries the source before it ends "
+        "the step's requests",
+    )
     log_path: str = Field(
         default="",
         description="Append one JSON line per token here; empty = off; must be writable "

@@ -13,6 +13,8 @@ from typing import Any
 
 from qr_sampler.record_file import LOG_PATH_VARIABLE, RecordFile
 
+from qr_sampler.config import SamplingOptions
+
 logger = logging.getLogger("qr_sampler")
 
 
@@ -22,9 +24,10 @@ class TokenRecord:
 
     step: int
     row: int
-    u: float
-    z_score: float
-    sample_mean: float
+    #: None on a token forced to end a request in strict mode (``end_reason`` says why).
+    u: float | None
+    z_score: float | None
+    sample_mean: float | None
     sample_count: int
     token_id: int
     token_rank: int
@@ -38,6 +41,10 @@ class TokenRecord:
     total_ms: float
     config_hash: str
     tag: str
+    #: 0-based index of the token in its request's output, where the engine says.
+    position: int | None = None
+    #: Set when qr-sampler ended the request with this token (strict-mode outage).
+    end_reason: str | None = None
 
     def to_json(self) -> str:
         """Strict JSON: a value that is NaN or infinite is written as ``null``."""
@@ -53,6 +60,33 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+def ended_record(
+    step: int, row: int, token_id: int, options: SamplingOptions, reason: Exception
+) -> TokenRecord:
+    """The record of a token forced to end a request because entropy did not come."""
+    return TokenRecord(
+        step=step,
+        row=row,
+        u=None,
+        z_score=None,
+        sample_mean=None,
+        sample_count=0,
+        token_id=token_id,
+        token_rank=-1,
+        token_prob=0.0,
+        num_candidates=0,
+        temperature=0.0,
+        shannon_entropy=None,
+        entropy_source="none",
+        fallback=False,
+        fetch_ms=0.0,
+        total_ms=0.0,
+        config_hash=options.config_hash,
+        tag=options.tag,
+        end_reason=str(reason),
+    )
 
 
 class RecordSink:

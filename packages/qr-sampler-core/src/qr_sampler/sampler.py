@@ -21,7 +21,7 @@ from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.plugins import Registry, get_registry
-from qr_sampler.records import RecordSink, SummaryLog, TokenRecord
+from qr_sampler.records import RecordSink, SummaryLog, TokenRecord, ended_record
 from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
 from qr_sampler.selection import Selection, Workspace, force_tokens, select_tokens
 from qr_sampler.temperature import TemperatureStrategy
@@ -81,6 +81,12 @@ class QRSampler:
             self.registry.temperature_strategies[name].value
             for name in names["temperature_strategy"]
         ]
+        #: Where each step's records go; an engine adapter that only later learns
+        #: which sampled tokens the engine kept puts a holding stage here.
+        self.emit = self.sink.write_step
+        #: Strict mode: the token that ends a request whose entropy did not come
+        #: (the model's EOS); None makes the outage raise instead.
+        self.end_token_id: int | None = None
         self.summary = SummaryLog(enabled=self.config.log_level != "none")
         self.workspace = Workspace()
         self.steps = 0
@@ -94,23 +100,35 @@ class QRSampler:
             self.registry.temperature_strategies,
         )
 
-    def sample(self, logits: torch.Tensor, slots: npt.NDArray[np.int64]) -> torch.Tensor:
+    def sample(
+        self,
+        logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        emitting: npt.NDArray[np.bool_] | None = None,
+    ) -> torch.Tensor:
         """Force one token into every active row of ``logits`` (in place) and return it.
 
         ``slots[i]`` is the table slot of logits row ``i``. Entropy is fetched here,
-        after the logits exist, in a single draw for all rows.
+        after the logits exist, in a single draw for all rows. Rows where
+        ``emitting`` is False (the engine will discard their sample) are left alone:
+        no entropy, no record.
         """
         import torch
 
         start = time.perf_counter()
         params = self.table.gather(slots)
+        if emitting is not None:
+            params[~emitting, _ACTIVE] = 0.0
         active = params[:, _ACTIVE] > 0
         if not active.any():
             return logits
         self.steps += 1
         try:
             draw, amplified = self._draw(params, active)
-        except EntropyUnavailableError:
+        except EntropyUnavailableError as exc:
+            if self.shared_u is None and self.end_token_id is not None:
+                self._end_rows(logits, slots, params, active, exc)
+                return logits
             if self.shared_u is not None:
                 # NaN tells the other ranks to fail too, instead of waiting forever.
                 self.shared_u.broadcast(torch.full((len(slots),), math.nan, device=logits.device))
@@ -277,7 +295,43 @@ class QRSampler:
             )
             log_full.append(options.log_level == "full")
             keep.append(options.diagnostic_mode)
-        self.sink.write_step(records, log_full, keep)
+        self.emit(records, log_full, keep)
+
+    def _end_rows(
+        self,
+        logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        params: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_],
+        exc: EntropyUnavailableError,
+    ) -> None:
+        """Strict mode, source still down: force ``end_token_id`` into the active rows.
+
+        A logits processor cannot abort a request, but it can choose its last token:
+        the request ends as if the model had stopped, no token is chosen by any
+        other source, and the record and log line say why.
+        """
+        import torch
+
+        assert self.end_token_id is not None
+        rows = np.flatnonzero(active)
+        token = torch.full((len(slots),), self.end_token_id, dtype=torch.long)
+        force_tokens(logits, torch.from_numpy(active).to(logits.device), token.to(logits.device))
+        logger.error(
+            "strict mode: ended %d request(s) with the end-of-sequence token, no entropy: %s",
+            len(rows),
+            exc,
+        )
+        records, log_full, keep = [], [], []
+        for row in rows:
+            if not (params[row, _RECORD] > 0 or self.sink.log_path):
+                continue
+            options = self.table.options[slots[row]]
+            assert options is not None
+            records.append(ended_record(self.steps, int(row), self.end_token_id, options, exc))
+            log_full.append(options.log_level == "full")
+            keep.append(options.diagnostic_mode)
+        self.emit(records, log_full, keep)
 
     def close(self) -> None:
         self.sink.close()

@@ -6,6 +6,11 @@
   ``add_request(slot, params)``, ``apply(logits, ctx)``; rows map to request slots
   through the context.
 
+Both runners sample rows whose token vLLM then drops (a prompt prefilled in chunks
+emits nothing until its last chunk). Model Runner V2's request state says which
+rows those are, so they get no entropy; the V1 runner does not, so their records
+are held back until vLLM books the token (``qr_sampler.emission``).
+
 The class subclasses every base that the installed vLLM provides, so either
 loader accepts it. Importing this module never initialises CUDA.
 """
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, resolve_options
+from qr_sampler.emission import EmissionGate
 from qr_sampler.environment import unknown_in_effect
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.plugins import get_registry
@@ -63,6 +69,15 @@ def _admission_defaults() -> SamplingOptions:
     return QRSamplerConfig.load().sampling_options()
 
 
+def _end_token_id(vllm_config: Any) -> int | None:
+    """The model's end-of-sequence token, which strict mode uses to end a request."""
+    model_config = getattr(vllm_config, "model_config", None)
+    eos = getattr(getattr(model_config, "hf_text_config", None), "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0] if eos else None
+    return eos if isinstance(eos, int) else None
+
+
 def _log_where_vllm_logs() -> None:
     """Give qr-sampler's loggers the handlers vLLM configured for its own.
 
@@ -91,11 +106,25 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         if getattr(vllm_config, "speculative_config", None):
             raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
         self.runner = "v1" if len(engine_args) == 2 else "v2"
+        #: Model Runner V2's per-slot request state (prefill lengths); None on V1.
+        self.req_states = engine_args[0] if self.runner == "v2" else None
         _log_where_vllm_logs()
         self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
         for variable in unknown_in_effect(self.sampler.registry, env_file_path()):
             logger.warning("qr-sampler ignores %s", variable.message())
         config = self.sampler.config
+        #: V1: each slot's live output-token list, to see which tokens vLLM kept.
+        self.outputs: dict[int, Any] = {}
+        self.gate = EmissionGate(self.sampler.emit)
+        if self.runner == "v1":
+            self.sampler.emit = self.gate.hold
+        if config.fallback_mode == "error":
+            self.sampler.end_token_id = _end_token_id(vllm_config)
+            if self.sampler.end_token_id is None:
+                logger.warning(
+                    "strict mode: the model declares no eos_token_id, so an entropy outage "
+                    "longer than QR_STRICT_WAIT_S stops the engine instead of ending requests"
+                )
         logger.info(
             "qr-sampler active (%s runner): entropy source %r, fallback %s, amplifier %s, "
             "temperature %s",
@@ -136,19 +165,26 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
     # V1 runner -------------------------------------------------------------
 
     def update_state(self, batch_update: Any) -> None:
+        # vLLM booked the last step's tokens before this call and still holds the
+        # output lists of requests it is about to remove.
+        self.gate.settle()
         if batch_update is None:
             return
-        table = self.sampler.table
+        table, outputs = self.sampler.table, self.outputs
         # vLLM's contract: removed, then added, then moved.
         for index in batch_update.removed:
             table.clear(index)
-        for index, params, _prompt_ids, _output_ids in batch_update.added:
+            outputs.pop(index, None)
+        for index, params, _prompt_ids, output_ids in batch_update.added:
             self._admit(index, params)
+            outputs[index] = output_ids
         for first, second, direction in batch_update.moved:
             if direction.name == "SWAP":
                 table.swap(first, second)
+                outputs[first], outputs[second] = outputs.get(second), outputs.get(first)
             else:
                 table.move(first, second)
+                outputs[second] = outputs.pop(first, None)
 
     # Model Runner V2 -------------------------------------------------------
 
@@ -162,9 +198,18 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
 
     def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         if ctx is None:
-            slots = np.arange(logits.shape[0], dtype=np.int64)
-        else:
-            slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
-            if slots.shape[0] != logits.shape[0]:
-                raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
-        return self.sampler.sample(logits, slots)
+            self.gate.expect(self.outputs)
+            return self.sampler.sample(logits, np.arange(logits.shape[0], dtype=np.int64))
+        slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
+        if slots.shape[0] != logits.shape[0]:
+            raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
+        return self.sampler.sample(logits, slots, self._finishes_prefill(slots, ctx))
+
+    def _finishes_prefill(self, slots: np.ndarray, ctx: Any) -> np.ndarray | None:
+        """V2: rows whose sample vLLM keeps (the sequence reaches its prefill length)."""
+        prefill_len = getattr(self.req_states, "prefill_len", None)
+        seq_lens = getattr(ctx, "seq_lens_upper_bound_np", None)
+        if prefill_len is None or seq_lens is None:
+            return None
+        kept: np.ndarray = np.asarray(seq_lens[: len(slots)]) >= prefill_len.np[slots]
+        return kept

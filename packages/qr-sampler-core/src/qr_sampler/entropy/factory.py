@@ -22,4 +22,4 @@ def build_entropy_source(
         raise ConfigValidationError(missing_source(name, registry))
     primary: EntropySource = component.value()
     fallback = SystemEntropySource() if config.fallback_mode == "system" else None
-    return FallbackEntropySource(primary, fallback)
+    return FallbackEntropySource(primary, fallback, strict_wait_s=config.strict_wait_s)
