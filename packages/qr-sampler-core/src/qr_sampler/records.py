@@ -11,9 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from qr_sampler.record_file import LOG_PATH_VARIABLE, RecordFile
-
 from qr_sampler.config import SamplingOptions
+from qr_sampler.record_file import LOG_PATH_VARIABLE, RecordFile
 
 logger = logging.getLogger("qr_sampler")
 
