@@ -154,11 +154,11 @@ def random_options(
     return u, temperature, top_k.astype(np.int64), top_p
 
 
-@pytest.fixture(params=["histogram", "radix"])
+@pytest.fixture(params=["sorted", "refined"])
 def path(request, monkeypatch):
     """Every case through both ways of ordering the crossing bin."""
-    if request.param == "radix":
-        monkeypatch.setattr(crossing, "SORT_LIMIT", 0)
+    if request.param == "refined":
+        monkeypatch.setattr(crossing, "SORT_LIMIT", 4)
     return request.param
 
 
