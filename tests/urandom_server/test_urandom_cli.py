@@ -298,12 +298,13 @@ def test_graceful_stop_lets_in_flight_rpc_finish_and_second_signal_forces(
 
 
 class _Server:
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [*_command(), *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         self._lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None

@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help=(
-            "most StreamEntropy streams open at once (default: half of --workers); more are "
+            "most StreamEntropy streams open at once (default: 3/4 of --workers); more are "
             "refused with RESOURCE_EXHAUSTED so that unary calls and health keep a worker. "
             "Must be below --workers"
         ),

@@ -52,7 +52,7 @@ STREAM_ENTROPY_METHOD_PATH = f"/{SERVICE_NAME}/StreamEntropy"
 #: Default per-request cap on ``bytes_needed`` (1 MiB).
 DEFAULT_MAX_BYTES_PER_REQUEST = 1 << 20
 #: Default size of the worker thread pool (each open stream holds one worker).
-DEFAULT_MAX_WORKERS = 16
+DEFAULT_MAX_WORKERS = 32
 #: Seconds a stream may wait for its next request before the server cancels it.
 DEFAULT_STREAM_IDLE_TIMEOUT_S = 300.0
 #: Default ``device_id`` put in every response.
@@ -68,8 +68,8 @@ class ServerBindError(RuntimeError):
 
 
 def default_max_streams(max_workers: int) -> int:
-    """Half the workers: the other half stay free for unary calls and health."""
-    return max_workers // 2
+    """Three quarters of the workers: the rest (at least one) stay for unary calls and health."""
+    return max_workers - max(1, max_workers // 4)
 
 
 def _validate_cap(max_bytes_per_request: int) -> int:
@@ -341,7 +341,7 @@ def create_server(
     """Build and bind (but do not start) an entropy server on ``address``.
 
     ``address`` is ``HOST:PORT`` (port 0 picks a free port) or ``unix:///path``. At most
-    ``max_streams`` streams (default half of ``max_workers``) are open at once, so the
+    ``max_streams`` streams (default three quarters of ``max_workers``) are open at once, so the
     other workers stay free for unary calls and health; a stream with no request for
     ``stream_idle_timeout_s`` (0: never) is cancelled. With ``api_key``, every call but
     health's must carry it in the ``api_key_header`` metadata; with ``credentials``
