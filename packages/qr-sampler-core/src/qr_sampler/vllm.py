@@ -89,6 +89,9 @@ def _log_where_vllm_logs() -> None:
         return
     for handler in theirs.handlers:
         ours.addHandler(handler)
+    # vLLM's logger does not propagate; ours must not either once it has the same
+    # handlers, or a root handler (an embedding app's, pytest's) prints each line twice.
+    ours.propagate = theirs.propagate
     if ours.level == logging.NOTSET:
         ours.setLevel(theirs.getEffectiveLevel())
 
