@@ -105,6 +105,11 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
     log_path: str = Field(
         default="", description="Append one JSON line per token here; empty = off"
     )
+    bytes_path: str = Field(
+        default="",
+        description="Append every entropy byte that chose a token here (sample_count per "
+        "token); records give bytes_offset; empty = off",
+    )
 
     @field_validator("entropy_source_type")
     @classmethod

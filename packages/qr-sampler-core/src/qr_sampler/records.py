@@ -35,6 +35,18 @@ class TokenRecord:
     total_ms: float
     config_hash: str
     tag: str
+    #: Provenance: the request (``None`` outside an engine adapter), the token's
+    #: 0-based index in that request's output, and the bytes that chose it.
+    request_id: str | None
+    position: int | None
+    entropy_sha256: str
+    #: Where this token's bytes start in ``QR_BYTES_PATH`` (``None`` when not archived).
+    bytes_offset: int | None
+    #: What ``qr-sampler verify`` needs to recompute u from the bytes alone.
+    signal_amplifier_type: str
+    population_mean: float
+    population_std: float
+    uniform_clamp_epsilon: float
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from qr_sampler.amplification import Amplified, SignalAmplifier
+from qr_sampler.bytes_archive import BytesArchive
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, check_registered, resolve_options
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.plugins import Registry, get_registry
+from qr_sampler.provenance import Origin, RequestIds, sha256_hex
 from qr_sampler.records import RecordSink, SummaryLog, TokenRecord
 from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
 from qr_sampler.selection import Selection, Workspace, force_tokens, select_tokens
@@ -79,6 +81,8 @@ class QRSampler:
             for name in names["temperature_strategy"]
         ]
         self.sink = RecordSink(self.config.log_path)
+        self.archive = BytesArchive(self.config.bytes_path) if self.config.bytes_path else None
+        self.request_ids = RequestIds()
         self.summary = SummaryLog(enabled=self.config.log_level != "none")
         self.workspace = Workspace()
         self.steps = 0
@@ -92,11 +96,24 @@ class QRSampler:
             self.registry.temperature_strategies,
         )
 
-    def sample(self, logits: torch.Tensor, slots: npt.NDArray[np.int64]) -> torch.Tensor:
+    def admit(
+        self, slot: int, options: SamplingOptions, output: Sized | None = None, start: int = 0
+    ) -> None:
+        """Seat a newly admitted request in ``slot`` under a fresh request id; ``output``
+        and ``start`` tell its tokens' positions (see ``Origin``)."""
+        self.table.put(slot, options, Origin(self.request_ids.new(), output, start))
+
+    def sample(
+        self,
+        logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        positions: npt.NDArray[np.int64] | None = None,
+    ) -> torch.Tensor:
         """Force one token into every active row of ``logits`` (in place) and return it.
 
-        ``slots[i]`` is the table slot of logits row ``i``. Entropy is fetched here,
-        after the logits exist, in a single draw for all rows.
+        ``slots[i]`` is the table slot of logits row ``i``; ``positions[i]``, where the
+        engine says, the index in its request's output of the token row ``i`` samples.
+        Entropy is fetched here, after the logits exist, in a single draw for all rows.
         """
         import torch
 
@@ -114,6 +131,7 @@ class QRSampler:
                 self.shared_u.broadcast(torch.full((len(slots),), math.nan, device=logits.device))
             raise
         u_host = amplified.u if amplified is not None else np.full(len(slots), math.nan)
+        archived_at = self.archive.append(draw.data) if self.archive is not None and draw else None
 
         # The step's only host-to-device copy: u and the rows' options together.
         on_device = torch.from_numpy(np.column_stack([u_host, params])).to(logits.device)
@@ -160,7 +178,8 @@ class QRSampler:
             )
         if draw is not None and amplified is not None:
             if results is not None:
-                self._write_records(wanted, slots, params, amplified, draw, results, start)
+                where = _Where(params, active, positions, archived_at)
+                self._write_records(wanted, slots, params, amplified, draw, results, start, where)
             self.summary.add_step(int(active.sum()), draw.fallback, draw.fetch_ms)
         return logits
 
@@ -242,6 +261,7 @@ class QRSampler:
         draw: EntropyDraw,
         results: npt.NDArray[np.float64],
         start: float,
+        where: _Where,
     ) -> None:
         token_id, rank, prob, candidates, temp, entropy, valid = results
         total_ms = (time.perf_counter() - start) * 1000.0
@@ -250,7 +270,16 @@ class QRSampler:
             if not valid[row]:
                 continue
             options = self.table.options[slots[row]]
+            origin = self.table.origins[slots[row]]
             assert options is not None
+            first = int(where.offsets[row])
+            position = (
+                int(where.positions[row])
+                if where.positions is not None
+                else origin.next_position()
+                if origin is not None
+                else None
+            )
             records.append(
                 TokenRecord(
                     step=self.steps,
@@ -271,6 +300,18 @@ class QRSampler:
                     total_ms=total_ms,
                     config_hash=options.config_hash,
                     tag=options.tag,
+                    request_id=origin.request_id if origin is not None else None,
+                    position=position,
+                    entropy_sha256=sha256_hex(
+                        memoryview(draw.data)[first : first + int(params[row, _SAMPLE_COUNT])]
+                    ),
+                    bytes_offset=where.archived_at + first
+                    if where.archived_at is not None
+                    else None,
+                    signal_amplifier_type=options.signal_amplifier_type,
+                    population_mean=options.population_mean,
+                    population_std=options.population_std,
+                    uniform_clamp_epsilon=options.uniform_clamp_epsilon,
                 )
             )
             log_full.append(options.log_level == "full")
@@ -279,5 +320,25 @@ class QRSampler:
 
     def close(self) -> None:
         self.sink.close()
+        if self.archive is not None:
+            self.archive.close()
         if self.source is not None:
             self.source.close()
+
+
+class _Where:
+    """Where each row's bytes sit in the step's draw and in the archive, and the
+    positions the engine gave."""
+
+    def __init__(
+        self,
+        params: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_],
+        positions: npt.NDArray[np.int64] | None,
+        archived_at: int | None,
+    ) -> None:
+        counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
+        # The draw holds the active rows' bytes back to back, in row order.
+        self.offsets = np.cumsum(counts) - counts
+        self.positions = positions
+        self.archived_at = archived_at

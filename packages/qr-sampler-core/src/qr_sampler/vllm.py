@@ -89,6 +89,13 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         if getattr(vllm_config, "speculative_config", None):
             raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
         self.runner = "v1" if len(engine_args) == 2 else "v2"
+        # Model Runner V2's request state: prompt lengths by slot, for token positions.
+        self._prompt_len = (
+            _host_lengths(engine_args[0], "prompt_len") if self.runner == "v2" else None
+        )
+        self._prefill_len = (
+            _host_lengths(engine_args[0], "prefill_len") if self.runner == "v2" else None
+        )
         _log_where_vllm_logs()
         self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
         config = self.sampler.config
@@ -117,7 +124,9 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         # Forcing a token changes the argmax: greedy requests must see it too.
         return False
 
-    def _admit(self, slot: int, sampling_params: Any) -> bool:
+    def _admit(
+        self, slot: int, sampling_params: Any, output: list[int] | None = None, start: int = 0
+    ) -> bool:
         try:
             options = self.sampler.resolve(_extra_args(sampling_params))
         except ConfigValidationError as exc:
@@ -126,7 +135,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             logger.error("request in slot %d left to vLLM's sampler: %s", slot, exc)
             self.sampler.table.clear(slot)
             return False
-        self.sampler.table.put(slot, options)
+        self.sampler.admit(slot, options, output, start)
         return not options.bypass
 
     # V1 runner -------------------------------------------------------------
@@ -138,8 +147,9 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         # vLLM's contract: removed, then added, then moved.
         for index in batch_update.removed:
             table.clear(index)
-        for index, params, _prompt_ids, _output_ids in batch_update.added:
-            self._admit(index, params)
+        for index, params, _prompt_ids, output_ids in batch_update.added:
+            # vLLM extends output_ids after every step: its length is the position.
+            self._admit(index, params, output_ids)
         for first, second, direction in batch_update.moved:
             if direction.name == "SWAP":
                 table.swap(first, second)
@@ -149,7 +159,13 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
     # Model Runner V2 -------------------------------------------------------
 
     def add_request(self, req_idx: int, sampling_params: Any) -> bool:
-        return self._admit(req_idx, sampling_params)
+        # A request resumed after preemption already has prefill_len - prompt_len tokens.
+        start = (
+            int(self._prefill_len[req_idx] - self._prompt_len[req_idx])
+            if self._prompt_len is not None and self._prefill_len is not None
+            else 0
+        )
+        return self._admit(req_idx, sampling_params, start=start)
 
     def apply_staged_writes(self) -> None:
         """Nothing to stage: per-request options stay on the host until ``apply``."""
@@ -159,8 +175,21 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
     def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         if ctx is None:
             slots = np.arange(logits.shape[0], dtype=np.int64)
-        else:
-            slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
-            if slots.shape[0] != logits.shape[0]:
-                raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
-        return self.sampler.sample(logits, slots)
+            return self.sampler.sample(logits, slots)
+        slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
+        if slots.shape[0] != logits.shape[0]:
+            raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
+        positions = None
+        if self._prompt_len is not None:
+            # Tokens visible to the one being sampled, less the prompt: its output index
+            # (exact without speculative decoding, which is refused above).
+            seen = np.asarray(ctx.seq_lens_upper_bound_np, dtype=np.int64)
+            positions = seen - self._prompt_len[slots]
+        return self.sampler.sample(logits, slots, positions)
+
+
+def _host_lengths(req_states: Any, name: str) -> Any:
+    """The host copy of one of Model Runner V2's per-slot length arrays, or ``None``
+    where the request state has none (the engine then gives no positions)."""
+    lengths = getattr(req_states, name, None)
+    return getattr(lengths, "np", None)
