@@ -97,14 +97,14 @@ def test_request_ids_differ_between_processes_and_count_admissions():
     assert [first.new(), first.new()] == [f"{first.prefix}-0", f"{first.prefix}-1"]
 
 
-def test_positions_follow_the_engine_output_list_or_count_from_the_start():
+def test_positions_follow_the_engine_output_list_or_are_counted():
     output = [5, -1]  # vLLM's list holds a placeholder for a token still in flight
     live = Origin("r", output)
     assert live.next_position() == 2
     output.append(9)
     assert live.next_position() == 3
-    resumed = Origin("s", None, start=4)
-    assert [resumed.next_position() for _ in range(3)] == [4, 5, 6]
+    counted = Origin("s")
+    assert [counted.next_position() for _ in range(3)] == [0, 1, 2]
 
 
 def test_engine_positions_win_and_tokens_outside_an_adapter_have_no_request(tmp_path):

@@ -37,18 +37,16 @@ class Origin:
     ``output`` is the engine's own list of the request's output tokens, which the
     engine extends after every step (vLLM's V1 runner hands it over in
     ``BatchUpdate.added``, placeholders for tokens still in flight included): its
-    length *is* the position of the token being sampled. Without it, positions
-    are counted from ``start`` (tokens the request already had when admitted,
-    e.g. after preemption).
+    length *is* the position of the token being sampled. Without it (and without
+    positions from the engine), the request's recorded tokens are counted.
     """
 
     request_id: str
     output: Sized | None = None
-    start: int = 0
     _counted: int = field(default=0, repr=False)
 
     def next_position(self) -> int:
-        position = len(self.output) if self.output is not None else self.start + self._counted
+        position = len(self.output) if self.output is not None else self._counted
         self._counted += 1
         return position
 

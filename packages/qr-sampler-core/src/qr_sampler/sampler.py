@@ -96,12 +96,10 @@ class QRSampler:
             self.registry.temperature_strategies,
         )
 
-    def admit(
-        self, slot: int, options: SamplingOptions, output: Sized | None = None, start: int = 0
-    ) -> None:
+    def admit(self, slot: int, options: SamplingOptions, output: Sized | None = None) -> None:
         """Seat a newly admitted request in ``slot`` under a fresh request id; ``output``
-        and ``start`` tell its tokens' positions (see ``Origin``)."""
-        self.table.put(slot, options, Origin(self.request_ids.new(), output, start))
+        is the engine's list of its output tokens, if it keeps one (see ``Origin``)."""
+        self.table.put(slot, options, Origin(self.request_ids.new(), output))
 
     def sample(
         self,

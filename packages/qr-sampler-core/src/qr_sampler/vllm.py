@@ -90,12 +90,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
         self.runner = "v1" if len(engine_args) == 2 else "v2"
         # Model Runner V2's request state: prompt lengths by slot, for token positions.
-        self._prompt_len = (
-            _host_lengths(engine_args[0], "prompt_len") if self.runner == "v2" else None
-        )
-        self._prefill_len = (
-            _host_lengths(engine_args[0], "prefill_len") if self.runner == "v2" else None
-        )
+        self._prompt_len = _prompt_lengths(engine_args[0]) if self.runner == "v2" else None
         _log_where_vllm_logs()
         self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
         config = self.sampler.config
@@ -124,9 +119,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         # Forcing a token changes the argmax: greedy requests must see it too.
         return False
 
-    def _admit(
-        self, slot: int, sampling_params: Any, output: list[int] | None = None, start: int = 0
-    ) -> bool:
+    def _admit(self, slot: int, sampling_params: Any, output: list[int] | None = None) -> bool:
         try:
             options = self.sampler.resolve(_extra_args(sampling_params))
         except ConfigValidationError as exc:
@@ -135,7 +128,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             logger.error("request in slot %d left to vLLM's sampler: %s", slot, exc)
             self.sampler.table.clear(slot)
             return False
-        self.sampler.admit(slot, options, output, start)
+        self.sampler.admit(slot, options, output)
         return not options.bypass
 
     # V1 runner -------------------------------------------------------------
@@ -159,13 +152,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
     # Model Runner V2 -------------------------------------------------------
 
     def add_request(self, req_idx: int, sampling_params: Any) -> bool:
-        # A request resumed after preemption already has prefill_len - prompt_len tokens.
-        start = (
-            int(self._prefill_len[req_idx] - self._prompt_len[req_idx])
-            if self._prompt_len is not None and self._prefill_len is not None
-            else 0
-        )
-        return self._admit(req_idx, sampling_params, start=start)
+        return self._admit(req_idx, sampling_params)
 
     def apply_staged_writes(self) -> None:
         """Nothing to stage: per-request options stay on the host until ``apply``."""
@@ -188,8 +175,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         return self.sampler.sample(logits, slots, positions)
 
 
-def _host_lengths(req_states: Any, name: str) -> Any:
-    """The host copy of one of Model Runner V2's per-slot length arrays, or ``None``
-    where the request state has none (the engine then gives no positions)."""
-    lengths = getattr(req_states, name, None)
+def _prompt_lengths(req_states: Any) -> Any:
+    """The host copy of Model Runner V2's per-slot prompt lengths, or ``None`` where
+    the request state has none (records then count positions themselves)."""
+    lengths = getattr(req_states, "prompt_len", None)
     return getattr(lengths, "np", None)
