@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from qr_sampler.cli import (
+    analyze_command,
     config_command,
     probe_command,
     profile_command,
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         source_command,
         profile_command,
         verify_command,
+        analyze_command,
     ):
         module.add_parser(commands)
     return parser
