@@ -19,6 +19,7 @@ import numpy.typing as npt
 #: Ranks from this one up share the last bar of the rank distribution.
 RANK_BUCKETS = 20
 _CHUNK = 1 << 16
+_NO_STEP = object()
 
 
 class Column:
@@ -89,7 +90,7 @@ def collect(paths: Iterable[str], by: str | None = None) -> Collection:
     """Read every record of ``paths`` once; ``by`` names the record field to group on."""
     collection = Collection(by)
     for file_index, path in enumerate(paths):
-        previous_step: Any = None
+        previous_step: Any = _NO_STEP
         with open(path, encoding="utf-8") as lines:
             for line in lines:
                 record = _parse(line)
@@ -130,7 +131,8 @@ def _add(collection: Collection, record: dict[str, Any], file_index: int) -> Non
     group.ranks[min(int(record.get("token_rank", 0)), RANK_BUCKETS)] += 1
     prob = float(record.get("token_prob", math.nan))
     group.prob_sum += prob
-    group.surprisal_bits_sum += -math.log2(prob) if prob > 0 else math.inf
+    # A chosen token always has a probability; 0 or a missing one makes the mean n/a.
+    group.surprisal_bits_sum += -math.log2(prob) if prob > 0 else math.nan
     request = record.get("request_id")
     # Without ids (older records) every file counts as one request stream.
     group.requests.add(str(request) if request is not None else f"file {file_index}")
