@@ -167,7 +167,7 @@ def _ranks(collection: Collection) -> str:
     for i, name in enumerate(names):
         counts = collection.groups[name].ranks
         axes.bar(positions + i * width, counts / max(1, counts.sum()), width, label=name)
-    axes.set_xticks(positions, [*map(str, range(RANK_BUCKETS)), f"{RANK_BUCKETS}+"])
+    axes.set_xticks(positions, [*map(str, range(RANK_BUCKETS)), f"{RANK_BUCKETS}+"], fontsize=7)
     axes.set(xlabel="rank of the chosen token (0 = most probable)", ylabel="share of tokens")
     axes.legend(fontsize="small")
     return _png(figure)
