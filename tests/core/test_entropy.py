@@ -287,7 +287,7 @@ def test_unknown_source_mentions_plugins_that_failed(
     monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "quantum")
     with pytest.raises(ConfigValidationError) as caught:
         build_entropy_source(QRSamplerConfig.load())
-    assert "installed: acme, system" in str(caught.value)
+    assert "installed: acme, replay, system" in str(caught.value)
     assert "plugin 'quantum' failed to load" in str(caught.value)
     assert "libacme.so.3" in str(caught.value)
 

@@ -43,7 +43,7 @@ def clean_environment(
     for each in loggers:
         each.handlers.clear()
     yield
-    for each, (handlers, level, propagate) in zip(loggers, saved):
+    for each, (handlers, level, propagate) in zip(loggers, saved, strict=True):
         each.handlers[:] = handlers
         each.setLevel(level)
         each.propagate = propagate

@@ -132,6 +132,11 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
         description="Append one JSON line per token here; empty = off; must be writable "
         "when the sampler starts (qr_sampler.record_file.check_log_path)",
     )
+    bytes_path: str = Field(
+        default="",
+        description="Append every entropy byte that chose a token here (sample_count per "
+        "token); records give bytes_offset; empty = off",
+    )
 
     @field_validator("entropy_source_type")
     @classmethod

@@ -40,8 +40,19 @@ class TokenRecord:
     total_ms: float
     config_hash: str
     tag: str
-    #: 0-based index of the token in its request's output, where the engine says.
-    position: int | None = None
+    #: Provenance: the request (``None`` outside an engine adapter), the token's
+    #: 0-based index in that request's output, and the bytes that chose it (``None``
+    #: on a token that ended a request for want of entropy, see ``end_reason``).
+    request_id: str | None
+    position: int | None
+    entropy_sha256: str | None
+    #: Where this token's bytes start in ``QR_BYTES_PATH`` (``None`` when not archived).
+    bytes_offset: int | None
+    #: What ``qr-sampler verify`` needs to recompute u from the bytes alone.
+    signal_amplifier_type: str
+    population_mean: float
+    population_std: float
+    uniform_clamp_epsilon: float
     #: Set when qr-sampler ended the request with this token (strict-mode outage).
     end_reason: str | None = None
 
@@ -62,7 +73,13 @@ def _finite(value: Any) -> Any:
 
 
 def ended_record(
-    step: int, row: int, token_id: int, options: SamplingOptions, reason: Exception
+    step: int,
+    row: int,
+    token_id: int,
+    options: SamplingOptions,
+    reason: Exception,
+    request_id: str | None,
+    position: int | None,
 ) -> TokenRecord:
     """The record of a token forced to end a request because entropy did not come."""
     return TokenRecord(
@@ -84,6 +101,14 @@ def ended_record(
         total_ms=0.0,
         config_hash=options.config_hash,
         tag=options.tag,
+        request_id=request_id,
+        position=position,
+        entropy_sha256=None,
+        bytes_offset=None,
+        signal_amplifier_type=options.signal_amplifier_type,
+        population_mean=options.population_mean,
+        population_std=options.population_std,
+        uniform_clamp_epsilon=options.uniform_clamp_epsilon,
         end_reason=str(reason),
     )
 

@@ -9,18 +9,20 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from qr_sampler.amplification import Amplified, SignalAmplifier
+from qr_sampler.bytes_archive import BytesArchive
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, check_registered, resolve_options
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.plugins import Registry, get_registry
+from qr_sampler.provenance import Origin, RequestIds, sha256_hex
 from qr_sampler.records import RecordSink, SummaryLog, TokenRecord, ended_record
 from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
 from qr_sampler.selection import Selection, Workspace, force_tokens, select_tokens
@@ -87,6 +89,8 @@ class QRSampler:
         #: Strict mode: the token that ends a request whose entropy did not come
         #: (the model's EOS); None makes the outage raise instead.
         self.end_token_id: int | None = None
+        self.archive = BytesArchive(self.config.bytes_path) if self.config.bytes_path else None
+        self.request_ids = RequestIds()
         self.summary = SummaryLog(enabled=self.config.log_level != "none")
         self.workspace = Workspace()
         self.steps = 0
@@ -100,18 +104,25 @@ class QRSampler:
             self.registry.temperature_strategies,
         )
 
+    def admit(self, slot: int, options: SamplingOptions, output: Sized | None = None) -> None:
+        """Seat a newly admitted request in ``slot`` under a fresh request id; ``output``
+        is the engine's list of its output tokens, if it keeps one (see ``Origin``)."""
+        self.table.put(slot, options, Origin(self.request_ids.new(), output))
+
     def sample(
         self,
         logits: torch.Tensor,
         slots: npt.NDArray[np.int64],
         emitting: npt.NDArray[np.bool_] | None = None,
+        positions: npt.NDArray[np.int64] | None = None,
     ) -> torch.Tensor:
         """Force one token into every active row of ``logits`` (in place) and return it.
 
-        ``slots[i]`` is the table slot of logits row ``i``. Entropy is fetched here,
-        after the logits exist, in a single draw for all rows. Rows where
-        ``emitting`` is False (the engine will discard their sample) are left alone:
-        no entropy, no record.
+        ``slots[i]`` is the table slot of logits row ``i``; ``positions[i]``, where the
+        engine says, the index in its request's output of the token row ``i`` samples.
+        Entropy is fetched here, after the logits exist, in a single draw for all rows.
+        Rows where ``emitting`` is False (the engine will discard their sample) are
+        left alone: no entropy, no record.
         """
         import torch
 
@@ -127,13 +138,14 @@ class QRSampler:
             draw, amplified = self._draw(params, active)
         except EntropyUnavailableError as exc:
             if self.shared_u is None and self.end_token_id is not None:
-                self._end_rows(logits, slots, params, active, exc)
+                self._end_rows(logits, slots, params, active, positions, exc)
                 return logits
             if self.shared_u is not None:
                 # NaN tells the other ranks to fail too, instead of waiting forever.
                 self.shared_u.broadcast(torch.full((len(slots),), math.nan, device=logits.device))
             raise
         u_host = amplified.u if amplified is not None else np.full(len(slots), math.nan)
+        archived_at = self.archive.append(draw.data) if self.archive is not None and draw else None
 
         # The step's only host-to-device copy: u and the rows' options together.
         on_device = torch.from_numpy(np.column_stack([u_host, params])).to(logits.device)
@@ -180,7 +192,8 @@ class QRSampler:
             )
         if draw is not None and amplified is not None:
             if results is not None:
-                self._write_records(wanted, slots, params, amplified, draw, results, start)
+                where = _Where(params, active, positions, archived_at)
+                self._write_records(wanted, slots, params, amplified, draw, results, start, where)
             self.summary.add_step(int(active.sum()), draw.fallback, draw.fetch_ms)
         return logits
 
@@ -262,6 +275,7 @@ class QRSampler:
         draw: EntropyDraw,
         results: npt.NDArray[np.float64],
         start: float,
+        where: _Where,
     ) -> None:
         token_id, rank, prob, candidates, temp, entropy, valid = results
         total_ms = (time.perf_counter() - start) * 1000.0
@@ -271,6 +285,8 @@ class QRSampler:
                 continue
             options = self.table.options[slots[row]]
             assert options is not None
+            request_id, position = self._identity(int(slots[row]), row, where.positions)
+            first = int(where.offsets[row])
             records.append(
                 TokenRecord(
                     step=self.steps,
@@ -291,11 +307,35 @@ class QRSampler:
                     total_ms=total_ms,
                     config_hash=options.config_hash,
                     tag=options.tag,
+                    request_id=request_id,
+                    position=position,
+                    entropy_sha256=sha256_hex(
+                        memoryview(draw.data)[first : first + int(params[row, _SAMPLE_COUNT])]
+                    ),
+                    bytes_offset=where.archived_at + first
+                    if where.archived_at is not None
+                    else None,
+                    signal_amplifier_type=options.signal_amplifier_type,
+                    population_mean=options.population_mean,
+                    population_std=options.population_std,
+                    uniform_clamp_epsilon=options.uniform_clamp_epsilon,
                 )
             )
             log_full.append(options.log_level == "full")
             keep.append(options.diagnostic_mode)
         self.emit(records, log_full, keep)
+
+    def _identity(
+        self, slot: int, row: int, positions: npt.NDArray[np.int64] | None
+    ) -> tuple[str | None, int | None]:
+        """The request id of ``slot`` and the output index of the token row ``row`` samples:
+        from the engine where it says, else from the request's own output list."""
+        origin = self.table.origins[slot]
+        if positions is not None:
+            position: int | None = int(positions[row])
+        else:
+            position = origin.next_position() if origin is not None else None
+        return (origin.request_id if origin is not None else None), position
 
     def _end_rows(
         self,
@@ -303,6 +343,7 @@ class QRSampler:
         slots: npt.NDArray[np.int64],
         params: npt.NDArray[np.float64],
         active: npt.NDArray[np.bool_],
+        positions: npt.NDArray[np.int64] | None,
         exc: EntropyUnavailableError,
     ) -> None:
         """Strict mode, source still down: force ``end_token_id`` into the active rows.
@@ -328,12 +369,37 @@ class QRSampler:
                 continue
             options = self.table.options[slots[row]]
             assert options is not None
-            records.append(ended_record(self.steps, int(row), self.end_token_id, options, exc))
+            request_id, position = self._identity(int(slots[row]), int(row), positions)
+            records.append(
+                ended_record(
+                    self.steps, int(row), self.end_token_id, options, exc, request_id, position
+                )
+            )
             log_full.append(options.log_level == "full")
             keep.append(options.diagnostic_mode)
         self.emit(records, log_full, keep)
 
     def close(self) -> None:
         self.sink.close()
+        if self.archive is not None:
+            self.archive.close()
         if self.source is not None:
             self.source.close()
+
+
+class _Where:
+    """Where each row's bytes sit in the step's draw and in the archive, and the
+    positions the engine gave."""
+
+    def __init__(
+        self,
+        params: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_],
+        positions: npt.NDArray[np.int64] | None,
+        archived_at: int | None,
+    ) -> None:
+        counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
+        # The draw holds the active rows' bytes back to back, in row order.
+        self.offsets = np.cumsum(counts) - counts
+        self.positions = positions
+        self.archived_at = archived_at

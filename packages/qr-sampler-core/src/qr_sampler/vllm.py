@@ -109,7 +109,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         if getattr(vllm_config, "speculative_config", None):
             raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
         self.runner = "v1" if len(engine_args) == 2 else "v2"
-        #: Model Runner V2's per-slot request state (prefill lengths); None on V1.
+        #: Model Runner V2's per-slot request state (prompt and prefill lengths); None on V1.
         self.req_states = engine_args[0] if self.runner == "v2" else None
         _log_where_vllm_logs()
         self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
@@ -153,7 +153,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         # Forcing a token changes the argmax: greedy requests must see it too.
         return False
 
-    def _admit(self, slot: int, sampling_params: Any) -> bool:
+    def _admit(self, slot: int, sampling_params: Any, output: list[int] | None = None) -> bool:
         try:
             options = self.sampler.resolve(_extra_args(sampling_params))
         except ConfigValidationError as exc:
@@ -162,7 +162,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             logger.error("request in slot %d left to vLLM's sampler: %s", slot, exc)
             self.sampler.table.clear(slot)
             return False
-        self.sampler.table.put(slot, options)
+        self.sampler.admit(slot, options, output)
         return not options.bypass
 
     # V1 runner -------------------------------------------------------------
@@ -179,7 +179,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             table.clear(index)
             outputs.pop(index, None)
         for index, params, _prompt_ids, output_ids in batch_update.added:
-            self._admit(index, params)
+            # vLLM extends output_ids after every step: its length is the position.
+            self._admit(index, params, output_ids)
             outputs[index] = output_ids
         for first, second, direction in batch_update.moved:
             if direction.name == "SWAP":
@@ -206,13 +207,24 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
         if slots.shape[0] != logits.shape[0]:
             raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
-        return self.sampler.sample(logits, slots, self._finishes_prefill(slots, ctx))
+        return self.sampler.sample(logits, slots, *self._v2_rows(slots, ctx))
 
-    def _finishes_prefill(self, slots: np.ndarray, ctx: Any) -> np.ndarray | None:
-        """V2: rows whose sample vLLM keeps (the sequence reaches its prefill length)."""
-        prefill_len = getattr(self.req_states, "prefill_len", None)
-        seq_lens = getattr(ctx, "seq_lens_upper_bound_np", None)
-        if prefill_len is None or seq_lens is None:
-            return None
-        kept: np.ndarray = np.asarray(seq_lens[: len(slots)]) >= prefill_len.np[slots]
-        return kept
+    def _v2_rows(self, slots: np.ndarray, ctx: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """V2: which rows' samples vLLM keeps (the sequence reaches its prefill length),
+        and each row's index in its request's output (tokens visible to the one being
+        sampled, less the prompt; exact without speculative decoding, refused above)."""
+        seen = getattr(ctx, "seq_lens_upper_bound_np", None)
+        if seen is None:
+            return None, None
+        seen = np.asarray(seen[: len(slots)], dtype=np.int64)
+        prefill_len = _host_array(self.req_states, "prefill_len")
+        prompt_len = _host_array(self.req_states, "prompt_len")
+        kept = seen >= prefill_len[slots] if prefill_len is not None else None
+        positions = seen - prompt_len[slots] if prompt_len is not None else None
+        return kept, positions
+
+
+def _host_array(req_states: Any, name: str) -> np.ndarray | None:
+    """The host copy of one of Model Runner V2's per-slot request arrays, or ``None``
+    where the request state has none (records then count positions themselves)."""
+    return getattr(getattr(req_states, name, None), "np", None)

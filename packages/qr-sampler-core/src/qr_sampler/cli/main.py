@@ -9,11 +9,13 @@ import sys
 from collections.abc import Sequence
 
 from qr_sampler.cli import (
+    analyze_command,
     config_command,
     probe_command,
     profile_command,
     source_command,
     sources_command,
+    verify_command,
 )
 from qr_sampler.errors import QRSamplerError
 
@@ -24,7 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tools for the qr-sampler vLLM plugin.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (sources_command, config_command, probe_command, source_command, profile_command):
+    for module in (
+        sources_command,
+        config_command,
+        probe_command,
+        source_command,
+        profile_command,
+        verify_command,
+        analyze_command,
+    ):
         module.add_parser(commands)
     return parser
 
