@@ -77,6 +77,12 @@ def test_sources_json(capsys: pytest.CaptureFixture[str], install_plugin: Instal
                 "version": "2.5.0",
             },
             {
+                "name": "replay",
+                "plugin": "qr_sampler.builtins",
+                "distribution": "qr-sampler-core",
+                "version": CORE_VERSION,
+            },
+            {
                 "name": "system",
                 "plugin": "qr_sampler.builtins",
                 "distribution": "qr-sampler-core",

@@ -11,7 +11,9 @@ def record(row: int, token_id: int) -> TokenRecord:
         step=1, row=row, u=0.5, z_score=0.0, sample_mean=127.5, sample_count=8,
         token_id=token_id, token_rank=0, token_prob=0.5, num_candidates=2, temperature=0.7,
         shannon_entropy=0.69, entropy_source="system", fallback=False, fetch_ms=0.1,
-        total_ms=0.2, config_hash="abc", tag="",
+        total_ms=0.2, config_hash="abc", tag="", request_id=f"r-{row}", position=None,
+        entropy_sha256="00" * 32, bytes_offset=None, signal_amplifier_type="zscore_mean",
+        population_mean=127.5, population_std=73.9, uniform_clamp_epsilon=1e-10,
     )  # fmt: skip
 
 

@@ -275,7 +275,7 @@ def test_unknown_source_lists_the_installed_ones(monkeypatch: pytest.MonkeyPatch
         build_entropy_source(QRSamplerConfig.load())
     message = str(caught.value)
     assert "QR_ENTROPY_SOURCE_TYPE='quantum_grpc'" in message
-    assert "installed: system" in message
+    assert "installed: replay, system" in message
     assert "qr-source-grpc" in message
 
 

@@ -113,7 +113,7 @@ def test_engine_positions_win_and_tokens_outside_an_adapter_have_no_request(tmp_
     sampler = sampler_for(tmp_path, log_path=str(log))
     sampler.table.put(0, sampler.defaults)
     sampler.admit(1, sampler.defaults)
-    sampler.sample(torch.randn(2, VOCAB), np.arange(2), np.array([7, 11]))
+    sampler.sample(torch.randn(2, VOCAB), np.arange(2), positions=np.array([7, 11]))
     sampler.sample(torch.randn(2, VOCAB), np.arange(2))
     sampler.close()
     records = records_of(log)

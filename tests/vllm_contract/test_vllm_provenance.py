@@ -46,6 +46,8 @@ def generate(prompts: list[list[int]]) -> list[list[int]]:
         emitted = sampler(logits, metadata(PARAMS, processors)).sampled_token_ids[:, 0].tolist()
         for output, token in zip(outputs, emitted, strict=True):
             output.append(token)
+        for processor in processors.all:
+            processor.update_state(None)  # the next step: vLLM has booked the tokens
     ours.sampler.close()
     return outputs
 

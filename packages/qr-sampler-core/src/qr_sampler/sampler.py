@@ -113,6 +113,7 @@ class QRSampler:
         self,
         logits: torch.Tensor,
         slots: npt.NDArray[np.int64],
+        *,
         emitting: npt.NDArray[np.bool_] | None = None,
         positions: npt.NDArray[np.int64] | None = None,
     ) -> torch.Tensor:

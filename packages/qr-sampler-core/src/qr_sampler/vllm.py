@@ -207,7 +207,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
         if slots.shape[0] != logits.shape[0]:
             raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
-        return self.sampler.sample(logits, slots, *self._v2_rows(slots, ctx))
+        emitting, positions = self._v2_rows(slots, ctx)
+        return self.sampler.sample(logits, slots, emitting=emitting, positions=positions)
 
     def _v2_rows(self, slots: np.ndarray, ctx: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
         """V2: which rows' samples vLLM keeps (the sequence reaches its prefill length),
