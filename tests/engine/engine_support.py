@@ -107,9 +107,12 @@ class VllmServer(Process):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.records_path = run_dir / "records.jsonl"
+        # An empty env file: only the settings below count (a missing one is an error).
+        env_file = run_dir / "empty.env"
+        env_file.touch()
         env = clean_env(
             {
-                "QR_ENV_FILE": str(run_dir / "absent.env"),
+                "QR_ENV_FILE": str(env_file),
                 "QR_LOG_PATH": str(self.records_path),
                 "VLLM_CPU_KVCACHE_SPACE": "1",
                 "VLLM_NO_USAGE_STATS": "1",
