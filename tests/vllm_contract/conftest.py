@@ -34,9 +34,11 @@ def clean_environment(
     monkeypatch.chdir(tmp_path)
     get_registry.cache_clear()
     adapter._admission_defaults.cache_clear()
+    adapter._admission_arms.cache_clear()
     yield
     get_registry.cache_clear()
     adapter._admission_defaults.cache_clear()
+    adapter._admission_arms.cache_clear()
 
 
 def vllm_config(speculative: bool = False) -> object:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qr_sampler.amplification import ZScoreMeanAmplifier
+from qr_sampler.entropy.prng import PRNGEntropySource, PRNGSettings
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.hookspecs import hookimpl
 from qr_sampler.temperature import EntropyDependentTemperature, FixedTemperature
@@ -14,6 +15,7 @@ from qr_sampler.temperature import EntropyDependentTemperature, FixedTemperature
 @hookimpl
 def register_entropy_sources(register: Callable[..., None]) -> None:
     register("system", SystemEntropySource)
+    register("prng", PRNGEntropySource, settings=(PRNGSettings,))
 
 
 @hookimpl

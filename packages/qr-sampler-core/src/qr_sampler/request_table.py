@@ -18,8 +18,9 @@ from qr_sampler.config import SamplingOptions
 NUMERIC_FIELDS: tuple[str, ...] = tuple(
     name for name, field in SamplingOptions.model_fields.items() if field.annotation in (int, float)
 )
-#: Plugin-chosen components, stored as indices into the registry's names.
-CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy")
+#: Named choices (plugin components, the experiment arm), stored as indices into
+#: the names each may take.
+CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy", "arm")
 #: Flags first: whether qr-sampler samples the slot at all, and whether each of its
 #: tokens is recorded in full (logged per token or kept in memory).
 COLUMNS: tuple[str, ...] = ("active", "record", *NUMERIC_FIELDS, *CHOICE_FIELDS)

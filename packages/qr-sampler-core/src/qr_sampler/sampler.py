@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 
 from qr_sampler.amplification import Amplified, SignalAmplifier
+from qr_sampler.arms import ArmSet, StepDraw
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, check_registered, resolve_options
-from qr_sampler.entropy.factory import build_entropy_source
-from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
+from qr_sampler.entropy.fallback import FallbackEntropySource
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.plugins import Registry, get_registry
 from qr_sampler.records import RecordSink, SummaryLog, TokenRecord
@@ -37,6 +37,7 @@ _RECORD = RequestTable.column("record")
 _SAMPLE_COUNT = RequestTable.column("sample_count")
 _AMPLIFIER = RequestTable.column("signal_amplifier_type")
 _STRATEGY = RequestTable.column("temperature_strategy")
+_ARM = RequestTable.column("arm")
 
 
 class QRSampler:
@@ -58,18 +59,16 @@ class QRSampler:
         #: Set under tensor parallelism: only the leader draws, and records.
         self.shared_u = shared_u
         self.draws = shared_u is None or shared_u.leader
-        # A follower never draws, so it never connects to the entropy source either.
-        self.source = (
-            source
-            if source is not None or not self.draws
-            else build_entropy_source(self.config, self.registry)
-        )
+        # A follower never draws, so it never connects to the entropy sources either.
+        self.arms = ArmSet.from_config(self.config, self.registry, self.draws, source)
         self.table = RequestTable(
             {
                 "signal_amplifier_type": self.registry.amplifiers,
                 "temperature_strategy": self.registry.temperature_strategies,
+                "arm": self.arms.choices,
             }
         )
+        self.arms.bind(self.table.choice_names["arm"])
         names = self.table.choice_names
         self._amplifiers: list[SignalAmplifier] = [
             self.registry.amplifiers[name].value for name in names["signal_amplifier_type"]
@@ -84,13 +83,15 @@ class QRSampler:
         self.steps = 0
 
     def resolve(self, extra_args: Mapping[str, Any] | None) -> SamplingOptions:
-        """A request's options; ``ConfigValidationError`` for bad ``qr_*`` keys or values."""
-        return resolve_options(
+        """A request's options, arm settled; ``ConfigValidationError`` for bad ``qr_*``."""
+        self.arms.policy.check(extra_args)
+        options = resolve_options(
             self.defaults,
             extra_args,
             self.registry.amplifiers,
             self.registry.temperature_strategies,
         )
+        return self.arms.admit(options)
 
     def sample(self, logits: torch.Tensor, slots: npt.NDArray[np.int64]) -> torch.Tensor:
         """Force one token into every active row of ``logits`` (in place) and return it.
@@ -161,22 +162,24 @@ class QRSampler:
         if draw is not None and amplified is not None:
             if results is not None:
                 self._write_records(wanted, slots, params, amplified, draw, results, start)
-            self.summary.add_step(int(active.sum()), draw.fallback, draw.fetch_ms)
+            self.summary.add_step(
+                int(active.sum()), draw.fallback_tokens(active), draw.fetch_ms, draw.health_failures
+            )
         return logits
 
     def _draw(
         self, params: npt.NDArray[np.float64], active: npt.NDArray[np.bool_]
-    ) -> tuple[EntropyDraw | None, Amplified | None]:
-        """One draw for every active row, amplified to u; nothing on a follower rank."""
-        if self.source is None:
+    ) -> tuple[StepDraw | None, Amplified | None]:
+        """One draw per arm for its active rows, amplified to u; nothing on a follower."""
+        if not self.draws:
             return None, None
         counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
-        draw = self.source.draw(int(counts.sum()))
+        draw = self.arms.draw(params[:, _ARM], counts)
         return draw, self._amplify(draw, counts, params, active)
 
     def _amplify(
         self,
-        draw: EntropyDraw,
+        draw: StepDraw,
         counts: npt.NDArray[np.int64],
         params: npt.NDArray[np.float64],
         active: npt.NDArray[np.bool_],
@@ -239,7 +242,7 @@ class QRSampler:
         slots: npt.NDArray[np.int64],
         params: npt.NDArray[np.float64],
         amplified: Amplified,
-        draw: EntropyDraw,
+        draw: StepDraw,
         results: npt.NDArray[np.float64],
         start: float,
     ) -> None:
@@ -251,6 +254,7 @@ class QRSampler:
                 continue
             options = self.table.options[slots[row]]
             assert options is not None
+            arm, row_draw = draw.for_row(row)
             records.append(
                 TokenRecord(
                     step=self.steps,
@@ -265,12 +269,15 @@ class QRSampler:
                     num_candidates=int(candidates[row]),
                     temperature=float(temp[row]),
                     shannon_entropy=float(entropy[row]),
-                    entropy_source=draw.source,
-                    fallback=draw.fallback,
-                    fetch_ms=draw.fetch_ms,
+                    entropy_source=row_draw.source,
+                    fallback=row_draw.fallback,
+                    fetch_ms=row_draw.fetch_ms,
                     total_ms=total_ms,
                     config_hash=options.config_hash,
                     tag=options.tag,
+                    arm=arm.label,
+                    fallback_reason=row_draw.fallback_reason,
+                    prng_seed=None if row_draw.fallback else arm.seed,
                 )
             )
             log_full.append(options.log_level == "full")
@@ -279,5 +286,4 @@ class QRSampler:
 
     def close(self) -> None:
         self.sink.close()
-        if self.source is not None:
-            self.source.close()
+        self.arms.close()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qr_sampler.arms import ArmPolicy
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, resolve_options
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.plugins import get_registry
@@ -59,6 +60,11 @@ def _extra_args(sampling_params: Any) -> Mapping[str, Any]:
 def _admission_defaults() -> SamplingOptions:
     """Server defaults for ``validate_params``, which runs without an instance."""
     return QRSamplerConfig.load().sampling_options()
+
+
+@functools.cache
+def _admission_arms() -> ArmPolicy:
+    return ArmPolicy.from_config(QRSamplerConfig.load())
 
 
 def _log_where_vllm_logs() -> None:
@@ -106,6 +112,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
     def validate_params(cls, sampling_params: Any) -> None:
         """Reject bad ``qr_*`` keys or values at admission (vLLM answers HTTP 400)."""
         registry = get_registry()
+        _admission_arms().check(_extra_args(sampling_params))
         resolve_options(
             _admission_defaults(),
             _extra_args(sampling_params),

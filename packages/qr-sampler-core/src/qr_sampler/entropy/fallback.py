@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qr_sampler.entropy.base import EntropySource, check_byte_count
+from qr_sampler.entropy.health import HealthTests
 from qr_sampler.errors import EntropyUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -22,18 +23,27 @@ class EntropyDraw:
     source: str
     fallback: bool
     fetch_ms: float
+    #: Why the primary was not used (``EntropyUnavailableError.reason``); None if it was.
+    fallback_reason: str | None = None
 
 
 class FallbackEntropySource(EntropySource):
     """Serves from ``primary``; on ``EntropyUnavailableError`` serves from ``fallback``.
 
     With ``fallback=None`` (``QR_FALLBACK_MODE=error``) the error propagates, which
-    is what a strict experiment wants: no token from any other source.
+    is what a strict experiment wants: no token from any other source. ``health``
+    tests every byte the primary delivers; a draw that fails them is not used.
     """
 
-    def __init__(self, primary: EntropySource, fallback: EntropySource | None) -> None:
+    def __init__(
+        self,
+        primary: EntropySource,
+        fallback: EntropySource | None,
+        health: HealthTests | None = None,
+    ) -> None:
         self.primary = primary
         self.fallback = fallback
+        self.health = health
         self.name = primary.name
         self._lock = threading.Lock()
         self._failing = False
@@ -49,12 +59,14 @@ class FallbackEntropySource(EntropySource):
                 raise EntropyUnavailableError(
                     f"source {self.primary.name!r} returned {len(data)} bytes, expected {n}"
                 )
+            if self.health is not None:
+                self.health.check(data)
         except EntropyUnavailableError as exc:
             if self.fallback is None:
                 raise
             self._note_failure(exc)
             data = self.fallback.get_random_bytes(n)
-            return EntropyDraw(data, self.fallback.name, True, _ms_since(start))
+            return EntropyDraw(data, self.fallback.name, True, _ms_since(start), exc.reason)
         self._note_recovery()
         return EntropyDraw(data, self.primary.name, False, _ms_since(start))
 
@@ -90,6 +102,7 @@ class FallbackEntropySource(EntropySource):
             "primary": self.primary.health_check(),
             "fallback": self.fallback.name if self.fallback is not None else None,
             "fallback_draws": self._fallback_draws,
+            "health_tests": None if self.health is None else self.health.summary(),
         }
 
     def close(self) -> None:
