@@ -70,7 +70,12 @@ class HealthCutoffs:
     min_entropy: float
     repetition: int
     proportion: int
+    #: A multiple of 8 below 2048: windows are counted eight bytes per uint64 word.
     window: int = APT_WINDOW
+
+    def __post_init__(self) -> None:
+        if self.window % 8 or not 8 <= self.window < 2048 or self.repetition < 2:
+            raise ValueError(f"unsupported health-test parameters {self}")
 
     @classmethod
     def for_min_entropy(cls, min_entropy: float) -> HealthCutoffs:
