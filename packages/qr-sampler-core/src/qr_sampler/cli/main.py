@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from qr_sampler.cli import (
+    calibrate_command,
     config_command,
     probe_command,
     profile_command,
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (sources_command, config_command, probe_command, source_command, profile_command):
         module.add_parser(commands)
+    calibrate_command.add_parser(commands)
     return parser
 
 
