@@ -101,7 +101,7 @@ def test_a_request_without_qr_arm_joins_the_first_arm(tmp_path: Path) -> None:
 
 def test_an_unknown_arm_is_refused(tmp_path: Path) -> None:
     sampler = arm_sampler(tmp_path, arms="qrng=system,control=prng")
-    with pytest.raises(ConfigValidationError, match="unknown arm 'placebo'.*qrng, control"):
+    with pytest.raises(ConfigValidationError, match=r"unknown arm 'placebo'.*qrng, control"):
         sampler.resolve({"qr_arm": "placebo"})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ from qr_sampler.entropy.health import (
     repetition_cutoff,
 )
 from qr_sampler.entropy.system import SystemEntropySource
-from qr_sampler.errors import EntropyUnavailableError, HealthTestFailure
+from qr_sampler.errors import EntropyUnavailableError, HealthTestError
 
 
 class StuckSource(EntropySource):
@@ -117,25 +118,55 @@ def test_streaming_in_any_pieces_fails_where_the_byte_by_byte_reading_does(
     tests = HealthTests(SMALL)
     failing = first_failure(stream, SMALL)
     bounds = [0, *sorted(c for c in cuts if c <= len(stream)), len(stream)]
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in itertools.pairwise(bounds):
         if failing is not None and start <= failing < end:
-            with pytest.raises(HealthTestFailure):
+            with pytest.raises(HealthTestError):
                 tests.check(stream[start:end])
             return
         tests.check(stream[start:end])
     assert failing is None
 
 
+DEFAULTS = HealthCutoffs.for_min_entropy(7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(4096, 30000),
+    runs=st.lists(st.tuples(st.integers(0, 30000), st.integers(2, 8)), max_size=6),
+    cuts=st.lists(st.integers(0, 30000), max_size=3),
+)
+def test_long_draws_with_planted_runs_fail_where_the_byte_by_byte_reading_does(
+    seed: int, size: int, runs: list[tuple[int, int]], cuts: list[int]
+) -> None:
+    # Long draws take the filtered path of the repetition test.
+    stream = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8)
+    for start, length in runs:
+        stream[start : start + length] = stream[min(start, size - 1)]
+    data = stream.tobytes()
+    failing = first_failure(data, DEFAULTS)
+    tests = HealthTests(DEFAULTS)
+    bounds = [0, *sorted(c for c in cuts if c <= size), size]
+    for start, end in itertools.pairwise(bounds):
+        if failing is not None and start <= failing < end:
+            with pytest.raises(HealthTestError):
+                tests.check(data[start:end])
+            return
+        tests.check(data[start:end])
+    assert failing is None
+
+
 def test_a_run_split_across_draws_is_caught() -> None:
     tests = HealthTests(HealthCutoffs.for_min_entropy(7))
     tests.check(os.urandom(1000) + b"\x33" * 3)
-    with pytest.raises(HealthTestFailure, match=r"repetition count test.* 6 identical bytes of 0x33"):
+    with pytest.raises(HealthTestError, match=r"repetition count test.* 6 identical bytes of 0x33"):
         tests.check(b"\x33" * 3 + os.urandom(1000))
 
 
 def test_after_a_failure_the_tests_start_afresh() -> None:
     tests = HealthTests(HealthCutoffs.for_min_entropy(7))
-    with pytest.raises(HealthTestFailure):
+    with pytest.raises(HealthTestError):
         tests.check(b"\x00" * 10)
     tests.check(b"\x00" * 5 + os.urandom(2000))
     assert tests.summary()["failures"] == 1
@@ -178,7 +209,7 @@ def test_a_value_far_too_frequent_fails_the_proportion_test() -> None:
     source = health_tested(BiasedSource(share=1 / 16))
     draw = source.draw(64 * 1024)
     assert (draw.fallback, draw.fallback_reason) == (True, "health test")
-    with pytest.raises(HealthTestFailure, match="adaptive proportion test failed: byte 0x41"):
+    with pytest.raises(HealthTestError, match="adaptive proportion test failed: byte 0x41"):
         health_tested(BiasedSource(share=1 / 16), strict=True).draw(64 * 1024)
 
 

@@ -63,8 +63,7 @@ class ArmPolicy:
             )
         if str(requested) not in self.names:
             raise ConfigValidationError(
-                f"{ARM_KEY}: unknown arm {requested!r}; this server's arms: "
-                f"{', '.join(self.names)}"
+                f"{ARM_KEY}: unknown arm {requested!r}; this server's arms: {', '.join(self.names)}"
             )
 
 
@@ -225,4 +224,3 @@ def _write_key(log_path: str, key: Mapping[str, tuple[str, str]]) -> None:
         "(keep it from the analyst until unblinding)",
         path,
     )
-

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qr_sampler.entropy.health import HealthCutoffs, HealthTests
-from qr_sampler.errors import HealthTestFailure
+from qr_sampler.errors import HealthTestError
 
 _STANDARD = NormalDist()
 #: An offset counts as real only beyond this many standard errors of the sample.
@@ -75,7 +75,7 @@ def calibrate(
     for chunk in chunks:
         try:
             health.check(chunk.tobytes())
-        except HealthTestFailure as exc:
+        except HealthTestError as exc:
             failures.append(str(exc))
     data = np.concatenate(chunks)
     n = len(data)

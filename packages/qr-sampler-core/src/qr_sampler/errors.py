@@ -22,7 +22,7 @@ class EntropyUnavailableError(QRSamplerError):
     reason = "source unavailable"
 
 
-class HealthTestFailure(EntropyUnavailableError):
+class HealthTestError(EntropyUnavailableError):
     """Delivered bytes failed a continuous health test; the draw is not used."""
 
     reason = "health test"

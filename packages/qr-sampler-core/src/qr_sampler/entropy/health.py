@@ -21,17 +21,22 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from qr_sampler.errors import HealthTestFailure
+from qr_sampler.errors import HealthTestError
 
 #: -log2 of the false-alarm probability of each test decision.
 ALPHA_EXPONENT = 30
 #: NIST's window for non-binary sources.
 APT_WINDOW = 512
 _LANES = np.uint64(0x0101010101010101)
+#: Below this many bytes the repetition test scans every byte; above, it filters first.
+_FILTER_MIN_BYTES = 4096
+#: More candidate places than this and the source is poor: scan every byte instead.
+_MAX_CANDIDATES = 256
 
 
 def repetition_cutoff(min_entropy: float) -> int:
@@ -112,7 +117,7 @@ class HealthTests:
         }
 
     def check(self, data: bytes) -> None:
-        """Raise ``HealthTestFailure`` if ``data`` fails either test.
+        """Raise ``HealthTestError`` if ``data`` fails either test.
 
         A failed draw is discarded by the caller, so the tests start afresh after it.
         """
@@ -123,7 +128,7 @@ class HealthTests:
             try:
                 self._repetition(samples)
                 self._proportion(samples)
-            except HealthTestFailure:
+            except HealthTestError:
                 self.failures += 1
                 self._reset()
                 raise
@@ -141,30 +146,42 @@ class HealthTests:
             self._fail_repetition(None, cutoff)
         tail = x[-cutoff:][::-1]
         trailing = _leading_run(tail, int(tail[0]))
+        if trailing >= cutoff:
+            self._fail_repetition(int(tail[0]), trailing)
         self._run = self._run + len(x) if lead == len(x) else trailing
         self._last = int(x[-1])
 
     def _has_run(self, x: npt.NDArray[np.uint8], cutoff: int) -> bool:
-        """Whether ``cutoff`` identical bytes follow one another anywhere in ``x``."""
-        # same[i]: x[i] == x[i + 1]. A run of `cutoff` bytes is `cutoff - 1` true
-        # `same` in a row, found by doubling the span each pass covers.
-        span, need = 1, cutoff - 1
-        if len(x) < cutoff:
-            return False
-        current, spare = self._scratch(len(x))
-        size = len(x) - 1
-        np.equal(x[1:], x[:-1], out=current[:size])
-        while span < need:
-            step = min(span, need - span)
-            np.logical_and(current[: size - step], current[step:size], out=spare[: size - step])
-            current, spare = spare, current
-            size -= step
-            span += step
-        return bool(current[:size].any())
+        """Whether ``cutoff`` identical bytes follow one another anywhere in ``x``.
+
+        The last byte of an odd-length ``x`` is left to the trailing-run check.
+        """
+        if len(x) < _FILTER_MIN_BYTES or cutoff < 5:
+            return _contains_run(x, cutoff)
+        # A run of 5 or more bytes covers two whole neighbouring byte pairs (aligned
+        # 16-bit words) that are equal. Random bytes have about one such place per
+        # 65,536 pairs; only those places are examined byte by byte.
+        pairs = x[: len(x) // 2 * 2].view(np.uint16)
+        same, spare = self._scratch(len(pairs))
+        size = len(pairs) - 1
+        np.equal(pairs[1:], pairs[:-1], out=same[:size])
+        padded = -(-size // 8) * 8
+        same[size:padded] = False
+        words = same[:padded].view(np.uint64)
+        hit_words = np.flatnonzero(np.not_equal(words, 0, out=spare[: len(words)]))
+        if len(hit_words) > _MAX_CANDIDATES:  # a poor source: test it whole
+            return _contains_run(x, cutoff)
+        hits = (hit_words[:, None] * 8 + np.arange(8)).ravel()
+        hits = hits[same[hits]]
+        # Bytes 2k..2k+3 are in the run; it reaches at most cutoff - 1 further either way.
+        pieces = [x[max(0, 2 * k - cutoff + 1) : 2 * k + 3 + cutoff].astype(np.int16) for k in hits]
+        # -1 between pieces, so no run continues from one piece into the next.
+        joined = np.concatenate([np.append(piece, -1) for piece in pieces] or [np.empty(0)])
+        return _contains_run(joined, cutoff)
 
     def _fail_repetition(self, value: int | None, run: int) -> None:
         which = f" of 0x{value:02x}" if value is not None else ""
-        raise HealthTestFailure(
+        raise HealthTestError(
             f"repetition count test failed: {run} identical bytes{which} in a row "
             f"(cutoff {self.cutoffs.repetition} at {self.cutoffs.min_entropy:g} bits/byte)"
         )
@@ -172,7 +189,7 @@ class HealthTests:
     # --- Adaptive Proportion Test -----------------------------------------------
 
     def _proportion(self, x: npt.NDArray[np.uint8]) -> None:
-        window, cutoff = self.cutoffs.window, self.cutoffs.proportion
+        window = self.cutoffs.window
         start = 0
         if self._window_fill:
             start = min(window - self._window_fill, len(x))
@@ -200,14 +217,16 @@ class HealthTests:
         equal = matches[: windows.size].reshape(windows.shape)
         np.equal(windows, windows[:, :1], out=equal)
         # Sum the 0/1 bytes eight at a time: each byte lane of a uint64 adds up at most
-        # W / 8 = 64 ones, so lanes never carry into each other; then add the lanes.
-        lanes = matches[: windows.size].view(np.uint64).reshape(len(windows), -1).sum(axis=1)
+        # W / 8 ones (< 256), so lanes never carry into each other; then add the lanes.
+        words = matches[: windows.size].view(np.uint64)
+        per_window = self.cutoffs.window // 8
+        lanes = np.add.reduceat(words, np.arange(0, len(words), per_window))
         counts: npt.NDArray[np.uint64] = (lanes * _LANES) >> np.uint64(56)
         return counts
 
     def _check_window(self, count: int, reference: int) -> None:
         if count >= self.cutoffs.proportion:
-            raise HealthTestFailure(
+            raise HealthTestError(
                 f"adaptive proportion test failed: byte 0x{reference:02x} occurs {count} "
                 f"times in a window of {self.cutoffs.window} (cutoff {self.cutoffs.proportion} "
                 f"at {self.cutoffs.min_entropy:g} bits/byte)"
@@ -219,6 +238,19 @@ class HealthTests:
             words = -(-size // 8) * 8
             self._buffers = (np.empty(words, dtype=np.bool_), np.empty(words, dtype=np.bool_))
         return self._buffers
+
+
+def _contains_run(x: npt.NDArray[np.integer[Any]], cutoff: int) -> bool:
+    """Exact test for ``cutoff`` equal neighbours in a row, for small or unusual inputs."""
+    # same[i]: x[i] == x[i + 1]; a run is `cutoff - 1` true `same` in a row, found by
+    # doubling the span each pass covers.
+    same = x[1:] == x[:-1]
+    span = 1
+    while span < cutoff - 1 and len(same):
+        step = min(span, cutoff - 1 - span)
+        same = same[step:] & same[:-step]
+        span += step
+    return bool(same.any())
 
 
 def _leading_run(x: npt.NDArray[np.uint8], value: int) -> int:
