@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import InstallPlugin
 from test_prng import documented_stream
 
 from qr_sampler.amplification import ZScoreMeanAmplifier
@@ -17,10 +17,11 @@ from qr_sampler.config import QRSamplerConfig
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.sampler import QRSampler
 
-ROWS = 6
+InstallPlugin = Callable[..., Path]
 COUNT = 256
 STUCK_PLUGIN = """
 from qr_sampler import EntropySource, hookimpl
+
 
 
 class StuckSource(EntropySource):

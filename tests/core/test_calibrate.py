@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from conftest import InstallPlugin
 from scipy.stats import chi2
 
 from qr_sampler.calibration import chi_square_p, u_ks_distance
 from qr_sampler.cli.main import main
 
+InstallPlugin = Callable[..., Path]
 BIASED_PLUGIN = """
 import numpy as np
 
@@ -39,6 +41,7 @@ STUCK_PLUGIN = """
 import os
 
 from qr_sampler import EntropySource, hookimpl
+
 
 
 class StuckSource(EntropySource):
