@@ -14,7 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# The committed figures that docs/performance.md quotes. A run writes them only when asked
+# (BENCH_UPDATE_RESULTS=1); otherwise to benchmarks/out/ (ignored by git), or BENCH_OUT.
+COMMITTED_RESULTS = Path(__file__).resolve().parent / "results"
+UPDATE_VARIABLE, OUT_VARIABLE = "BENCH_UPDATE_RESULTS", "BENCH_OUT"
+
+
+def results_dir() -> Path:
+    if os.environ.get(UPDATE_VARIABLE, "").strip().lower() in {"1", "true", "yes"}:
+        return COMMITTED_RESULTS
+    return Path(os.environ.get(OUT_VARIABLE) or COMMITTED_RESULTS.parent / "out")
+
+
+RESULTS = results_dir()
 
 
 def time_pairs_ms(
@@ -26,9 +38,20 @@ def time_pairs_ms(
 ) -> tuple[list[float], list[float]]:
     """Wall times in ms of ``first`` and ``second``, alternated step by step so that
     a noisy neighbour slows both alike; ``prepare`` runs untimed before each call."""
-    timings: tuple[list[float], list[float]] = ([], [])
+    first_ms, second_ms = time_interleaved_ms([first, second], count, warmup, prepare)
+    return first_ms, second_ms
+
+
+def time_interleaved_ms(
+    runs: list[Callable[[], object]],
+    count: int,
+    warmup: int,
+    prepare: Callable[[], object] | None = None,
+) -> list[list[float]]:
+    """Wall times in ms of each of ``runs``, taken in turn step by step."""
+    timings: list[list[float]] = [[] for _ in runs]
     for index in range(warmup + count):
-        for run, samples in zip((first, second), timings, strict=True):
+        for run, samples in zip(runs, timings, strict=True):
             if prepare is not None:
                 prepare()
             start = time.perf_counter_ns()

@@ -42,6 +42,22 @@ def sampler_table(data: dict[str, Any]) -> list[str]:
             f"| {case['batch']} | {case['config']} | {qr['median_ms']:.2f} | {qr['p90_ms']:.2f} "
             f"| {vllm['median_ms']:.2f} | {vllm['p90_ms']:.2f} | {case['ratio_median']:.2f} |"
         )
+    if data.get("worst"):
+        lines += [
+            "",
+            "Hard cases for the CDF walk next to the normal case, each step timed against vLLM's",
+            "`Sampler` and a full `torch.sort` of the same logits in the same run:",
+            "",
+            "| batch | case | qr p50 ms | vLLM p50 ms | sort p50 ms | x sort | x vLLM |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for case in data["worst"]:
+            lines.append(
+                f"| {case['batch']} | {case['case']} | {case['qr_sampler']['median_ms']:.1f} "
+                f"| {case['vllm_sampler']['median_ms']:.1f} "
+                f"| {case['torch_sort']['median_ms']:.1f} "
+                f"| {case['vs_sort']:.2f} | {case['vs_vllm']:.2f} |"
+            )
     return lines
 
 

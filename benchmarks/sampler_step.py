@@ -5,7 +5,12 @@ identical logits (vocab 151,936, float32, CPU): qr-sampler's processor as vLLM's
 loader builds it (entropy fetch from the system source included), and vLLM's
 ``Sampler`` with matching settings. The ratio qr / vLLM is taken pair by pair.
 
-    python benchmarks/sampler_step.py [--batches 1 8 64 256] [--steps 20]
+Then the hard cases for qr-sampler's CDF walk (batch 64: rows whose crossing bin
+holds most of the vocabulary, and one row with a huge top-k) next to the normal
+case, each timed against vLLM's ``Sampler`` and a full ``torch.sort`` of the same
+logits in the same run.
+
+    python benchmarks/sampler_step.py [--batches 1 8 64 256] [--steps 20] [--worst-steps 5]
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import sys
 from typing import Any
 
 import torch
-from common import summary, time_pairs_ms, write_results
+from common import summary, time_interleaved_ms, time_pairs_ms, write_results
 from vllm import SamplingParams
 from vllm.config import DeviceConfig, VllmConfig
 from vllm.platforms import current_platform
@@ -42,14 +47,60 @@ CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def vllm_metadata(rows: int, params: SamplingParams) -> SamplingMetadata:
-    top_k = params.top_k if params.top_k > 0 else None
+#: name: (kind of logits, qr_* keys of row 0, of the other rows, vLLM params of row 0, others)
+WORST: dict[str, tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    "normal rows, defaults": ("normal", {}, {}, {"temperature": 0.7}, {"temperature": 0.7}),
+    "all-equal rows": ("equal", {}, {}, {"temperature": 0.7}, {"temperature": 0.7}),
+    "plateau rows": ("plateau", {}, {}, {"temperature": 0.7}, {"temperature": 0.7}),
+    "near-flat rows": ("near-flat", {}, {}, {"temperature": 0.7}, {"temperature": 0.7}),
+    "near-flat rows, top_k=50 top_p=0.9": (
+        "near-flat",
+        {"qr_top_k": 50, "qr_top_p": 0.9},
+        {"qr_top_k": 50, "qr_top_p": 0.9},
+        {"temperature": 0.7, "top_k": 50, "top_p": 0.9},
+        {"temperature": 0.7, "top_k": 50, "top_p": 0.9},
+    ),
+    "all-equal rows, top_p=0.9": (
+        "equal",
+        {"qr_top_p": 0.9},
+        {"qr_top_p": 0.9},
+        {"temperature": 0.7, "top_p": 0.9},
+        {"temperature": 0.7, "top_p": 0.9},
+    ),
+    "one row top_k=150000": (
+        "normal",
+        {"qr_top_k": 150_000},
+        {},
+        {"temperature": 0.7, "top_k": 150_000},
+        {"temperature": 0.7},
+    ),
+}
+
+
+def make_logits(rows: int, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Normal logits spread mass over many tokens: a harder case for qr-sampler's CDF
+    walk than a real model's peaked distributions; the other kinds are its worst."""
+    logits = torch.randn(rows, VOCAB, generator=generator) * 2.5
+    if kind == "equal":
+        logits.fill_(1.5)
+    elif kind == "plateau":
+        # A few hundred distinct tokens on top of a vocabulary-wide tie.
+        logits[:, 512:] = 0.25
+    elif kind == "near-flat":
+        logits.mul_(1e-4)
+    return logits
+
+
+def vllm_metadata(rows: int, params: SamplingParams, *others: SamplingParams) -> SamplingMetadata:
+    """Row 0 takes ``params``; the other rows ``others[0]`` if given."""
+    every = [params, *[others[0] if others else params] * (rows - 1)]
+    top_k = [p.top_k if p.top_k > 0 else VOCAB for p in every]
     return SamplingMetadata(
-        temperature=torch.full((rows,), params.temperature),
+        temperature=torch.tensor([p.temperature for p in every]),
         all_greedy=False,
         all_random=True,
-        top_p=torch.full((rows,), params.top_p) if params.top_p < 1 else None,
-        top_k=torch.full((rows,), top_k, dtype=torch.int32) if top_k else None,
+        top_p=torch.tensor([p.top_p for p in every]) if min(p.top_p for p in every) < 1 else None,
+        top_k=torch.tensor(top_k, dtype=torch.int32) if min(top_k) < VOCAB else None,
         generators={},
         max_num_logprobs=None,
         no_penalties=True,
@@ -64,22 +115,23 @@ def vllm_metadata(rows: int, params: SamplingParams) -> SamplingMetadata:
     )
 
 
-def qr_processor(rows: int, request_keys: dict[str, Any]) -> QRSamplerLogitsProcessor:
+def qr_processor(
+    rows: int, request_keys: dict[str, Any], other_rows: dict[str, Any] | None = None
+) -> QRSamplerLogitsProcessor:
+    """Row 0 sends ``request_keys``; the others ``other_rows`` if given."""
     config = VllmConfig(device_config=DeviceConfig(device="cpu"))
     processor = QRSamplerLogitsProcessor(config, torch.device("cpu"), False)
     builder = BatchUpdateBuilder()
     for row in range(rows):
-        builder.added.append((row, SamplingParams(extra_args=request_keys), [1], []))
+        keys = request_keys if row == 0 or other_rows is None else other_rows
+        builder.added.append((row, SamplingParams(extra_args=keys), [1], []))
     processor.update_state(builder.get_and_reset(rows))
     return processor
 
 
 def bench_case(rows: int, name: str, steps: int) -> dict[str, Any]:
     request_keys, vllm_params = CONFIGS[name]
-    generator = torch.Generator().manual_seed(rows)
-    # Normal logits spread mass over many tokens: a harder case for qr-sampler's
-    # CDF walk than a real model's peaked distributions.
-    base = torch.randn(rows, VOCAB, generator=generator) * 2.5
+    base = make_logits(rows, "normal", torch.Generator().manual_seed(rows))
     logits = torch.empty_like(base)
     refill = lambda: logits.copy_(base)  # noqa: E731 - untimed, before every step
 
@@ -102,17 +154,53 @@ def bench_case(rows: int, name: str, steps: int) -> dict[str, Any]:
     }
 
 
+def bench_worst(rows: int, name: str, steps: int) -> dict[str, Any]:
+    kind, first_keys, other_keys, first_params, other_params = WORST[name]
+    base = make_logits(rows, kind, torch.Generator().manual_seed(rows))
+    logits = torch.empty_like(base)
+    processor = qr_processor(rows, first_keys, other_keys)
+    sampler = Sampler()
+    metadata = vllm_metadata(rows, SamplingParams(**first_params), SamplingParams(**other_params))
+    qr, vllm, full_sort = time_interleaved_ms(
+        [
+            lambda: processor.apply(logits),
+            lambda: sampler(logits, metadata),
+            lambda: logits.sort(dim=-1, descending=True),
+        ],
+        steps,
+        warmup=1,
+        prepare=lambda: logits.copy_(base),
+    )
+
+    def median_ratio(over: list[float]) -> float:
+        ratios = sorted(q / o for q, o in zip(qr, over, strict=True))
+        return round(ratios[len(ratios) // 2], 3)
+
+    return {
+        "batch": rows,
+        "case": name,
+        "qr_sampler": summary(qr),
+        "vllm_sampler": summary(vllm),
+        "torch_sort": summary(full_sort),
+        "vs_sort": median_ratio(full_sort),
+        "vs_vllm": median_ratio(vllm),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64, 256])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
+    parser.add_argument("--worst-steps", type=int, default=5, help="timed steps per hard case")
+    parser.add_argument("--worst-batch", type=int, default=64)
+    parser.add_argument("--only-worst", action="store_true", help="skip the batch sweep")
     args = parser.parse_args()
     results = []
     print(
         f"{'batch':>5}  {'config':<20}{'qr p50':>9}{'qr p90':>9}{'vllm p50':>10}"
         f"{'vllm p90':>10}{'ratio':>7}"
     )
-    for rows in args.batches:
+    for rows in [] if args.only_worst else args.batches:
         # Big batches take seconds per vLLM top-k/top-p step on two cores.
         steps = max(5, args.steps // (1 + rows // 64))
         for name in CONFIGS:
@@ -125,7 +213,21 @@ def main() -> int:
                 f"{case['ratio_median']:>7.2f}",
                 flush=True,
             )
-    path = write_results("sampler_step", {"vocab": VOCAB, "cases": results})
+    print(
+        f"\n{'batch':>5}  {'case':<36}{'qr p50':>9}{'vllm p50':>10}{'sort p50':>10}"
+        f"{'x sort':>8}{'x vllm':>8}"
+    )
+    worst = []
+    for name in WORST:
+        case = bench_worst(args.worst_batch, name, args.worst_steps)
+        worst.append(case)
+        print(
+            f"{case['batch']:>5}  {name:<36}{case['qr_sampler']['median_ms']:>9.1f}"
+            f"{case['vllm_sampler']['median_ms']:>10.1f}{case['torch_sort']['median_ms']:>10.1f}"
+            f"{case['vs_sort']:>8.2f}{case['vs_vllm']:>8.2f}",
+            flush=True,
+        )
+    path = write_results("sampler_step", {"vocab": VOCAB, "cases": results, "worst": worst})
     print(f"results: {path}")
     return 0
 

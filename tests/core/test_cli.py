@@ -83,6 +83,12 @@ def test_sources_json(capsys: pytest.CaptureFixture[str], install_plugin: Instal
                 "version": CORE_VERSION,
             },
             {
+                "name": "replay",
+                "plugin": "qr_sampler.builtins",
+                "distribution": "qr-sampler-core",
+                "version": CORE_VERSION,
+            },
+            {
                 "name": "system",
                 "plugin": "qr_sampler.builtins",
                 "distribution": "qr-sampler-core",
@@ -111,7 +117,7 @@ def test_sources_lists_a_broken_plugin_and_succeeds(
     assert failure["plugin"] == "broken"
     assert (failure["distribution"], failure["version"]) == ("qr-source-broken", "0.3.1")
     assert "ImportError" in failure["error"]
-    assert [s["name"] for s in report["sources"]] == ["prng", "system"]
+    assert [s["name"] for s in report["sources"]] == ["prng", "replay", "system"]
 
 
 def test_strict_plugins_turns_a_broken_plugin_into_exit_2(
@@ -197,10 +203,12 @@ def test_process_variables_are_known(
 ) -> None:
     monkeypatch.setenv("QR_LOAD_PLUGINS", "")
     monkeypatch.setenv("QR_STRICT_PLUGINS", "0")
-    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "absent.env"))
+    empty = tmp_path / "empty.env"
+    empty.write_text("", encoding="utf-8")
+    monkeypatch.setenv("QR_ENV_FILE", str(empty))
     code, out, err = run_cli(capsys, "config")
     assert (code, err) == (0, "")
-    assert out.splitlines()[0] == f"# env file: {tmp_path / 'absent.env'} (not found)"
+    assert out.splitlines()[0] == f"# env file: {empty}"
 
 
 def test_variables_of_an_uninstalled_source_are_unknown(
@@ -212,12 +220,12 @@ def test_variables_of_an_uninstalled_source_are_unknown(
     assert "unknown variable QR_VAULT_ADDRESS" in err
 
 
-def test_missing_env_file_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_missing_env_file_is_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     missing = tmp_path / "nope.env"
     code, out, err = run_cli(capsys, "config", "--env-file", str(missing))
-    assert code == 2
+    assert code == 1
     assert out == ""
-    assert err.strip() == f"error: env file {str(missing)!r} does not exist"
+    assert err.strip() == f"error: --env-file={missing}: no such file"
 
 
 def test_bad_value_is_exit_1_naming_the_variable(
@@ -398,7 +406,7 @@ def test_console_script_as_a_real_process(install_plugin: InstallPlugin, tmp_pat
     sources = run("sources", "--json")
     assert sources.returncode == 0, sources.stderr
     report = json.loads(sources.stdout)
-    assert [s["name"] for s in report["sources"]] == ["prng", "system", "vault"]
+    assert [s["name"] for s in report["sources"]] == ["prng", "replay", "system", "vault"]
     assert [f["plugin"] for f in report["failed_plugins"]] == ["broken"]
     assert "failed to load" in sources.stderr  # the warning reaches the terminal
 

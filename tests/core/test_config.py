@@ -94,9 +94,20 @@ def test_explicit_env_file_argument(tmp_path: Path) -> None:
     assert QRSamplerConfig.load(env_file=str(profile)).sample_count == 1024
 
 
-def test_missing_env_file_means_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "nowhere.env"))
+def test_a_missing_default_env_file_means_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("QR_ENV_FILE", raising=False)
     assert QRSamplerConfig.load().top_k == 0
+
+
+def test_a_missing_named_env_file_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "nowhere.env"))
+    with pytest.raises(ConfigValidationError, match=r"nowhere\.env: no such file"):
+        QRSamplerConfig.load()
 
 
 def test_real_environment_wins_over_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,8 +186,7 @@ def test_edt_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QR_EDT_MAX_TEMP", "1.0")
     with pytest.raises(ConfigValidationError) as caught:
         QRSamplerConfig.load()
-    assert "edt_min_temp" in str(caught.value)
-    assert "edt_max_temp" in str(caught.value)
+    assert str(caught.value) == "QR_EDT_MIN_TEMP (1.5) must not exceed QR_EDT_MAX_TEMP (1.0)"
 
 
 def test_edt_min_equal_to_max_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -276,7 +276,7 @@ def test_unknown_source_lists_the_installed_ones(monkeypatch: pytest.MonkeyPatch
         build_entropy_source(QRSamplerConfig.load())
     message = str(caught.value)
     assert "QR_ENTROPY_SOURCE_TYPE='quantum_grpc'" in message
-    assert "installed: prng, system" in message
+    assert "installed: prng, replay, system" in message
     assert "qr-source-grpc" in message
 
 
@@ -288,7 +288,7 @@ def test_unknown_source_mentions_plugins_that_failed(
     monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "quantum")
     with pytest.raises(ConfigValidationError) as caught:
         build_entropy_source(QRSamplerConfig.load())
-    assert "installed: acme, prng, system" in str(caught.value)
+    assert "installed: acme, prng, replay, system" in str(caught.value)
     assert "plugin 'quantum' failed to load" in str(caught.value)
     assert "libacme.so.3" in str(caught.value)
 
@@ -310,3 +310,17 @@ def test_plugin_source_outage_falls_back_to_system(
     monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "down")
     draw = build_entropy_source(QRSamplerConfig.load()).draw(32)
     assert (len(draw.data), draw.source, draw.fallback) == (32, "system", True)
+
+
+def test_strict_mode_rides_out_an_outage_shorter_than_its_wait():
+    primary = ScriptedSource("quantum", 0x11, [outage(), outage(), "ok"])
+    draw = FallbackEntropySource(primary, None, strict_wait_s=30).draw(8)
+    assert (draw.data, draw.source, draw.fallback) == (b"\x11" * 8, "quantum", False)
+    assert primary.calls == 3
+
+
+def test_strict_mode_gives_up_after_its_wait_and_says_why():
+    primary = ScriptedSource("quantum", 0x11, [outage()])
+    with pytest.raises(EntropyUnavailableError, match=r"unreachable.*QR_STRICT_WAIT_S"):
+        FallbackEntropySource(primary, None, strict_wait_s=0.1).draw(8)
+    assert primary.calls >= 2

@@ -199,10 +199,24 @@ def test_check_takes_a_path(capsys: pytest.CaptureFixture[str], repo: Path) -> N
     assert (code, out) == (0, "elsewhere: ok\n")
 
 
-def test_an_unknown_profile_is_exit_2(capsys: pytest.CaptureFixture[str], repo: Path) -> None:
+def test_an_unknown_profile_is_exit_1_as_help_says(
+    capsys: pytest.CaptureFixture[str], repo: Path
+) -> None:
     code, _, err = check(capsys, repo, "nope")
-    assert code == 2
+    assert code == 1
     assert "no profile at" in err
+    with pytest.raises(SystemExit):
+        main(["profile", "check", "--help"])
+    assert "Exit 1 on any error" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_misspelt_profile_name_gets_a_did_you_mean(
+    capsys: pytest.CaptureFixture[str], repo: Path
+) -> None:
+    write_profile(repo, "firefly-1", "QR_TOP_K=3\n")
+    code, _, err = check(capsys, repo, "firefly1")
+    assert code == 1
+    assert "did you mean 'firefly-1'?" in err
 
 
 def test_a_typo_is_an_error_with_did_you_mean(
@@ -228,7 +242,10 @@ def test_an_unregistered_amplifier_is_an_error(
     write_profile(repo, "amp", "QR_SIGNAL_AMPLIFIER_TYPE=zscore_meen\n")
     code, _, err = check(capsys, repo, "amp")
     assert code == 1
-    assert "QR_SIGNAL_AMPLIFIER_TYPE: unknown value 'zscore_meen'" in err
+    assert (
+        "QR_SIGNAL_AMPLIFIER_TYPE='zscore_meen' is not a registered amplifier; "
+        "did you mean 'zscore_mean'?" in err
+    )
 
 
 def test_the_shell_environment_does_not_decide(
@@ -387,10 +404,17 @@ def test_a_key_in_an_ignored_profile_is_fine(
     assert check(capsys, git_repo, "private") == (0, "private: ok\n", "")
 
 
-@pytest.mark.parametrize(
-    "placeholder", ["", "<your-api-key>", "...", "xxxxxxxx", "CHANGEME", "your_key_here"]
-)
-def test_a_placeholder_key_is_fine(
+def test_an_empty_key_is_fine(
+    capsys: pytest.CaptureFixture[str], git_repo: Path, install_plugin: InstallPlugin
+) -> None:
+    install_plugin("vault", "secret", distribution="qr-source-vault")
+    write_profile(git_repo, "vault-lab", "QR_VAULT_API_KEY=\n")
+    subprocess.run(["git", "-C", str(git_repo), "add", "."], check=True)
+    assert check(capsys, git_repo, "vault-lab") == (0, "vault-lab: ok\n", "")
+
+
+@pytest.mark.parametrize("placeholder", ["<your-api-key>", "...", "xxxxxxxx", "CHANGEME"])
+def test_a_placeholder_key_passes_with_a_warning_to_give_the_real_one(
     capsys: pytest.CaptureFixture[str],
     git_repo: Path,
     install_plugin: InstallPlugin,
@@ -399,7 +423,33 @@ def test_a_placeholder_key_is_fine(
     install_plugin("vault", "secret", distribution="qr-source-vault")
     write_profile(git_repo, "vault-lab", f"QR_VAULT_API_KEY={placeholder}\n")
     subprocess.run(["git", "-C", str(git_repo), "add", "."], check=True)
-    assert check(capsys, git_repo, "vault-lab")[2] == ""
+    code, out, err = check(capsys, git_repo, "vault-lab")
+    assert (code, out) == (0, "vault-lab: ok, 1 warning(s)\n")
+    assert f"warning: QR_VAULT_API_KEY in {git_repo / 'deployments' / 'vault-lab' / '.env'}" in err
+    assert f"is the placeholder {placeholder!r}: give the real key at run time" in err
+    assert "looks like a real key" not in err
+
+
+def test_every_problem_is_reported_at_once_by_its_variable(
+    capsys: pytest.CaptureFixture[str], repo: Path
+) -> None:
+    write_profile(
+        repo,
+        "many",
+        "QR_TOPK=3\nQR_ENTROPY_SOURCE_TYPE=sytem\nQR_TEMPERATURE_STRATEGY=edtt\n"
+        "QR_EDT_MIN_TEMP=1.5\nQR_EDT_MAX_TEMP=1.0\n",
+    )
+    code, _, err = check(capsys, repo, "many")
+    assert code == 1
+    assert "unknown variable QR_TOPK" in err
+    assert "QR_EDT_MIN_TEMP (1.5) must not exceed QR_EDT_MAX_TEMP (1.0)" in err
+    write_profile(repo, "names", "QR_ENTROPY_SOURCE_TYPE=sytem\nQR_TEMPERATURE_STRATEGY=edtt\n")
+    code, _, err = check(capsys, repo, "names")
+    assert code == 1
+    assert "QR_TEMPERATURE_STRATEGY='edtt' is not a registered temperature strategy" in err
+    assert "did you mean 'edt'?" in err
+    assert "QR_ENTROPY_SOURCE_TYPE=sytem: no package" in err
+    assert "did you mean 'system'?" in err
 
 
 def test_outside_git_nothing_is_published(tmp_path: Path) -> None:

@@ -172,6 +172,27 @@ def test_strict_mode_fails_the_step_instead_of_using_other_bytes(tmp_path):
     assert torch.equal(logits, original)
 
 
+def test_strict_mode_with_an_end_token_ends_the_rows_instead_of_raising(tmp_path, caplog):
+    sampler, _ = make_sampler(tmp_path, fallback=False, fail=True, log_path=str(tmp_path / "r"))
+    sampler.end_token_id = 2
+    sampler.table.put(0, sampler.resolve({"qr_tag": "cut"}))
+    sampler.table.put(1, sampler.resolve({"qr_bypass": "true"}))
+    logits = torch.randn(2, 30)
+    bypassed = logits[1].clone()
+    with caplog.at_level(logging.ERROR, logger="qr_sampler.sampler"):
+        sampler.sample(logits, np.arange(2))
+    assert forced(logits[:1]) == [2]
+    assert torch.equal(logits[1], bypassed)
+    assert "strict mode: ended 1 request(s)" in caplog.text
+    (line,) = (tmp_path / "r").read_text().splitlines()
+    ended = json.loads(line)
+    assert ended["token_id"] == 2
+    assert ended["tag"] == "cut"
+    assert ended["u"] is None
+    assert "switched off" in ended["end_reason"]
+    assert ended["fallback"] is False
+
+
 def test_rows_with_no_distribution_are_left_to_vllm(tmp_path, caplog):
     sampler, _ = make_sampler(tmp_path)
     sampler.table.put(0, sampler.defaults)

@@ -195,3 +195,86 @@ def test_force_overwrites_the_chosen_logit_even_when_it_was_masked():
     force_tokens(logits, torch.tensor([True, False]), torch.tensor([1, 0]))
     assert logits[0].tolist() == [-INF, 0.0, -INF]
     assert logits[1].tolist() == [3.0, 4.0, 5.0]
+
+
+@pytest.mark.parametrize("u", [1 - 3e-8, 1 - 1e-8, 1 - 1e-10, 1 - 1e-16, 1.0])
+def test_u_next_to_one_stays_inside_the_top_p_nucleus(u):
+    logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]]))
+    result = select(logits, u, top_p=0.7)
+    assert result.token_id.item() == 1
+    assert result.prob.item() == pytest.approx(0.3 / 0.7, rel=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1e-46, 1e-300, 5e-324])
+def test_a_temperature_that_is_zero_in_float32_is_still_a_temperature(temperature):
+    # Token 0 is masked; the row's top token must win, with a finite probability.
+    logits = [[-INF, 1.0, 3.0, 2.0]]
+    result = select_tokens(
+        torch.tensor(logits),
+        torch.tensor([0.9], dtype=torch.float64),
+        lambda _entropy: torch.tensor([temperature], dtype=torch.float64),
+        torch.tensor([0]),
+        torch.tensor([1.0], dtype=torch.float64),
+    )
+    assert result.valid.item()
+    assert result.token_id.item() == 2
+    assert result.prob.item() == 1.0
+
+
+def test_a_huge_temperature_is_uniform_with_a_finite_probability():
+    logits = torch.tensor([[0.0, 5.0, -INF, 9.0]])
+    result = select_tokens(
+        logits,
+        torch.tensor([0.5], dtype=torch.float64),
+        lambda _entropy: torch.tensor([3.5e38], dtype=torch.float64),
+        torch.tensor([0]),
+        torch.tensor([1.0], dtype=torch.float64),
+    )
+    assert result.token_id.item() == 1
+    assert result.prob.item() == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_logits_of_any_float_dtype_are_selected_and_forced_in_their_dtype(dtype):
+    vocab = 1000
+    logits = torch.zeros(3, vocab, dtype=dtype)
+    logits[1] = torch.linspace(-4, 4, vocab, dtype=dtype)
+    logits[2, :500] = float("-inf")
+    u = torch.tensor([0.9, 0.3, 0.5], dtype=torch.float64)
+    result = select_tokens(
+        logits,
+        u,
+        lambda _entropy: torch.ones(3, dtype=torch.float64),
+        torch.zeros(3, dtype=torch.int64),
+        torch.ones(3, dtype=torch.float64),
+    )
+    # All equal: the token at u * vocab in id order; masked half: u over the rest.
+    assert result.token_id[0].item() == 900
+    assert result.token_id[2].item() == 750
+    expected = select(logits[1:2].float().tolist(), 0.3).token_id.item()
+    assert result.token_id[1].item() == expected
+    force_tokens(logits, torch.tensor([True, True, True]), result.token_id)
+    assert logits.dtype == dtype
+    assert (logits == 0).sum(dim=-1).tolist() == [1, 1, 1]
+    assert logits[torch.arange(3), result.token_id].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_one_large_top_k_costs_the_other_rows_nothing(monkeypatch):
+    """top_k = 150,000 in one row is a count, not a ``topk(150000)`` over the batch."""
+    vocab = 151_936
+
+    def no_topk(*args, **kwargs):
+        raise AssertionError("top-k must not sort the batch")
+
+    logits = torch.randn(2, vocab, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(torch.Tensor, "topk", no_topk)
+    result = select_tokens(
+        logits,
+        torch.tensor([1 - 1e-10, 0.5], dtype=torch.float64),
+        lambda _entropy: torch.ones(2, dtype=torch.float64),
+        torch.tensor([150_000, 0]),
+        torch.ones(2, dtype=torch.float64),
+    )
+    kth = logits[0].sort(descending=True).values[150_000 - 1]
+    assert logits[0, result.token_id[0]] >= kth
+    assert ranks(logits, result)[1] == [150_000, vocab]

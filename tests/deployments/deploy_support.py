@@ -60,8 +60,8 @@ def readme_commands(path: Path) -> list[str]:
     ]
 
 
-def render(command: str, shell: dict[str, str] | None = None) -> dict[str, Any]:
-    """``command`` (as a README writes it) rendered by compose's ``config``, from the repo root."""
+def render(command: str, shell: dict[str, str] | None = None, cwd: Path = REPO) -> dict[str, Any]:
+    """``command`` (as a README writes it) rendered by compose's ``config``, from ``cwd``."""
     argv = shlex.split(command)
     assert argv[:2] == ["docker", "compose"]
     assert argv[-1] == "up"
@@ -69,7 +69,7 @@ def render(command: str, shell: dict[str, str] | None = None) -> dict[str, Any]:
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), **(shell or {})}
     result = subprocess.run(
         [str(COMPOSE), *argv[2:-1], "config", "--format", "json"],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

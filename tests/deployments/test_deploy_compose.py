@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,10 @@ def test_without_a_profile_vllm_runs_alone_on_the_system_source() -> None:
     }
     assert service["image"] == "qr-sampler-vllm:core"
     assert service["pull_policy"] == "build"
-    assert passed(service) == {"QR_ENTROPY_SOURCE_TYPE": "system"}
+    assert passed(service) == {
+        "QR_ENTROPY_SOURCE_TYPE": "system",
+        "HF_MODEL": "Qwen/Qwen2.5-0.5B-Instruct",
+    }
     assert [(p["target"], p["published"]) for p in service["ports"]] == [(8000, "8000")]
     (device,) = service["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"]
@@ -134,4 +138,32 @@ def test_a_key_from_the_shell_wins_over_the_placeholder() -> None:
 def test_unset_settings_stay_unset_so_defaults_apply() -> None:
     environment = vllm(render(FIREFLY))["environment"]
     assert environment["QR_SAMPLE_COUNT"] is None
-    assert environment["HF_MODEL"] is None
+
+
+def image_default_model() -> str:
+    text = (REPO / "docker" / "Dockerfile.vllm").read_text("utf-8")
+    (model,) = re.findall(r"^ENV HF_MODEL=(\S+)$", text, flags=re.M)
+    return model
+
+
+def served_model(service: dict[str, Any]) -> str:
+    """What ``vllm serve "$HF_MODEL"`` gets: the container's value, else the image's ENV.
+
+    A null entry in the rendered file unsets the variable, image default included.
+    """
+    environment = service.get("environment", {})
+    if "HF_MODEL" in environment:
+        return environment["HF_MODEL"] or ""
+    return image_default_model()
+
+
+@pytest.mark.parametrize("command", THREE_COMMANDS, ids=["default", "firefly-1", "urandom"])
+def test_each_readme_command_serves_the_default_model(command: str) -> None:
+    assert served_model(vllm(render(command))) == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert image_default_model() == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+@pytest.mark.parametrize("command", THREE_COMMANDS, ids=["default", "firefly-1", "urandom"])
+def test_a_model_from_the_shell_is_served(command: str) -> None:
+    service = vllm(render(command, shell={"HF_MODEL": "org/other-model"}))
+    assert served_model(service) == "org/other-model"

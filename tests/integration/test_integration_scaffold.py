@@ -1,26 +1,20 @@
 """A package from ``qr-sampler source new``, installed for real into a fresh virtual env.
 
-The environment gets qr-sampler-core from this repository, the scaffolded package and
-a second source package whose plugin fails to import; then the scaffolded package's
-own tests, ``qr-sampler sources``, ``config`` and ``probe`` run there as a user runs them.
-Needs the package index for the build backend and pytest.
+The environment gets ``qr-sampler-core[testing]`` from this repository's wheels (the
+README's ``pip install --find-links dist``), the scaffolded package with its ``[test]``
+extra resolved the same way, and a second source package whose plugin fails to import;
+then the scaffolded package's own tests, ``qr-sampler sources``, ``config`` and ``probe``
+run there as a user runs them. Needs the package index for the build backend and pytest.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-CORE = Path(__file__).resolve().parents[2] / "packages" / "qr-sampler-core"
-INSTALL_TIMEOUT_S = 600
-RUN_TIMEOUT_S = 120
+from venv_support import Environment, new_environment
 
 BROKEN_PYPROJECT = """
 [build-system]
@@ -42,53 +36,11 @@ packages = ["src/qr_source_broken_demo"]
 BROKEN_PLUGIN = 'raise ImportError("libacme.so.3: cannot open shared object file")\n'
 
 
-@dataclass(frozen=True)
-class Environment:
-    """A virtual environment and a working directory with no ``.env`` in it."""
-
-    bin: Path
-    work: Path
-
-    def run(
-        self, *argv: str, cwd: Path | None = None, timeout: float = RUN_TIMEOUT_S, **env: str
-    ) -> subprocess.CompletedProcess[str]:
-        # The venv's tools, and nothing from the environment running the tests.
-        clean = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith("QR_") and name not in {"PYTHONPATH", "VIRTUAL_ENV"}
-        }
-        clean["PATH"] = f"{self.bin}{os.pathsep}{clean.get('PATH', '')}"
-        return subprocess.run(
-            [str(self.bin / argv[0]), *argv[1:]],
-            cwd=cwd or self.work,
-            env={**clean, **env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def ok(
-        self, *argv: str, cwd: Path | None = None, timeout: float = RUN_TIMEOUT_S, **env: str
-    ) -> str:
-        """Run, insist on exit 0, return stdout."""
-        result = self.run(*argv, cwd=cwd, timeout=timeout, **env)
-        assert result.returncode == 0, (
-            f"{argv} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-        )
-        return result.stdout
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Environment:
+def env(tmp_path_factory: pytest.TempPathFactory, dist: Path) -> Environment:
     root = tmp_path_factory.mktemp("scaffold")
-    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
-    work = root / "work"
-    work.mkdir()
-    environment = Environment(root / "venv" / "bin", work)
-    pip = ("python", "-m", "pip", "install", "--disable-pip-version-check", "-q")
-    environment.ok(*pip, f"{CORE}[testing]", timeout=INSTALL_TIMEOUT_S)
+    environment = new_environment(root)
+    environment.pip_install("qr-sampler-core[testing]", find_links=dist)
 
     environment.ok("qr-sampler", "source", "new", "acme-qrng", "--dir", str(root))
     broken = root / "qr-source-broken-demo"
@@ -96,9 +48,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Environment:
     (broken / "pyproject.toml").write_text(textwrap.dedent(BROKEN_PYPROJECT))
     (broken / "src" / "qr_source_broken_demo" / "__init__.py").write_text("")
     (broken / "src" / "qr_source_broken_demo" / "plugin.py").write_text(BROKEN_PLUGIN)
-    environment.ok(
-        *pip, f"{root / 'qr-source-acme-qrng'}[test]", str(broken), timeout=INSTALL_TIMEOUT_S
-    )
+    environment.pip_install(f"{root / 'qr-source-acme-qrng'}[test]", str(broken), find_links=dist)
     return environment
 
 

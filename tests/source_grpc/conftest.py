@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -39,7 +40,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     for name in list(os.environ):
         if name.startswith("QR_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "absent.env"))
+    # An empty file: a QR_ENV_FILE that does not exist is an error.
+    (tmp_path / "empty.env").write_text("", encoding="utf-8")
+    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "empty.env"))
     get_registry.cache_clear()
     yield
     get_registry.cache_clear()
@@ -79,6 +82,15 @@ def make_source() -> Iterator[SourceFactory]:
     yield make
     for source in built:
         source.close()
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[None]:
+    """Another process spinning on a core for the length of the test, as an engine does."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield
+    hog.kill()
+    hog.wait()
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,11 @@ def field1_reply(data: bytes, extra: bytes = b"") -> bytes:
     return b"\x0a" + _varint(len(data)) + data + extra
 
 
+def varint_field(number: int, value: int) -> bytes:
+    """One varint field, encoded by hand (for ``field1_reply``'s ``extra``)."""
+    return _varint(number << 3) + _varint(value)
+
+
 def _varint(value: int) -> bytes:
     out = bytearray()
     while True:
@@ -85,11 +90,27 @@ def _varint(value: int) -> bytes:
 
 def requested_count(request: bytes) -> int:
     """Field 1 of a request, decoded by hand so the servers do not share the client's code."""
-    assert request[:1] == b"\x08", request
+    return request_fields(request)[1]
+
+
+def request_fields(request: bytes) -> dict[int, int]:
+    """The varint fields of a request by number (a request carries nothing else)."""
+    fields = {}
+    position = 0
+    while position < len(request):
+        key, position = _read_varint(request, position)
+        assert key & 7 == 0, f"field {key >> 3} is not a varint"
+        fields[key >> 3], position = _read_varint(request, position)
+    return fields
+
+
+def _read_varint(buffer: bytes, position: int) -> tuple[int, int]:
     value = shift = 0
-    for byte in request[1:]:
+    while True:
+        assert position < len(buffer), "truncated varint"
+        byte = buffer[position]
+        position += 1
         value |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
-            return value
-    raise AssertionError("truncated varint")
+            return value, position

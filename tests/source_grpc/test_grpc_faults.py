@@ -95,7 +95,7 @@ def test_trickling_server_hits_the_draw_budget(make_source: SourceFactory) -> No
         start = time.monotonic()
         with pytest.raises(EntropyUnavailableError, match="ran out of time"):
             source.get_random_bytes(100_000)
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 5  # 0.2 s, with room for a loaded machine
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -139,7 +139,7 @@ def test_stalled_server_fails_within_the_deadline(
     release = threading.Event()
 
     def stalled(n: int) -> bytes:
-        release.wait(5)
+        release.wait(30)
         return os.urandom(n)
 
     with serve_in_background(transport_address, byte_supply=stalled) as server:
@@ -150,7 +150,7 @@ def test_stalled_server_fails_within_the_deadline(
                 source.get_random_bytes(64)
         finally:
             release.set()
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 10  # 0.3 s budget; the stall is 30 s
         assert "(attempts: 2)" in str(caught.value)
 
 
@@ -160,24 +160,25 @@ def test_server_killed_mid_draw(tmp_path: Path, make_source: SourceFactory, mode
 
     def hanging(n: int) -> bytes:
         entered.set()
-        release.wait(5)
+        release.wait(30)
         return os.urandom(n)
 
     address = f"unix://{tmp_path}/killed.sock"
     outcome: list[BaseException | bytes] = []
     with serve_in_background(address, byte_supply=hanging) as server:
-        source = make_source(server.address, mode=mode, timeout_ms=3000)
+        # Ended by the kill, not by the 30 s timeout nor the 30 s stall.
+        source = make_source(server.address, mode=mode, timeout_ms=30_000, retry_count=0)
         worker = threading.Thread(
             target=lambda: outcome.append(_draw_or_error(source.get_random_bytes, 64))
         )
         worker.start()
-        assert entered.wait(5)
+        assert entered.wait(20)
         start = time.monotonic()
         server.stop(None)
-        worker.join(5)
+        worker.join(20)
         release.set()
     assert not worker.is_alive()
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 15
     assert isinstance(outcome[0], EntropyUnavailableError)
 
 
@@ -280,7 +281,7 @@ def test_dead_server_is_flagged_by_the_core_fallback(
     with FallbackEntropySource(source, SystemEntropySource()) as fallback:
         start = time.monotonic()
         draws = [fallback.draw(20480) for _ in range(10)]
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 10  # the breaker stops the retries
     assert all(draw.fallback and draw.source == "system" for draw in draws)
     assert all(len(draw.data) == 20480 for draw in draws)
     assert source.health_check()["breaker_state"] == "open"
@@ -299,7 +300,7 @@ def _draw_or_error(draw: Callable[[int], bytes], n: int) -> BaseException | byte
         return exc
 
 
-def _eventually(check: Callable[[], bool], within_s: float = 5.0) -> bool:
+def _eventually(check: Callable[[], bool], within_s: float = 20.0) -> bool:
     """Retry ``check`` until it passes; gRPC reconnects with a short backoff."""
     give_up = time.monotonic() + within_s
     while time.monotonic() < give_up:

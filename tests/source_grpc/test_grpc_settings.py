@@ -52,7 +52,7 @@ def test_defaults() -> None:
     assert grpc_settings.max_bytes_per_request == 1 << 20
     breaker = CircuitBreakerSettings.load()
     assert breaker.window_size == 100
-    assert breaker.min_timeout_ms == 5.0
+    assert breaker.min_timeout_ms == 50.0
     assert breaker.timeout_multiplier == 1.5
     assert breaker.recovery_window_s == 10.0
     assert breaker.max_consecutive_failures == 3
@@ -155,6 +155,13 @@ def test_unsendable_key_is_rejected_without_echoing_it(
     assert SECRET not in str(caught.value)
 
 
+def test_settings_built_directly_never_echo_the_key() -> None:
+    with pytest.raises(ValueError, match="validation error") as caught:
+        GrpcSourceSettings(api_key=f" {SECRET}")
+    assert SECRET[:6] not in str(caught.value)
+    assert SECRET[:6] not in repr(caught.value)
+
+
 def test_key_is_masked_in_repr_and_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QR_GRPC_API_KEY", SECRET)
     loaded = GrpcSourceSettings.load()
@@ -175,6 +182,8 @@ def test_key_is_masked_in_repr_and_dumps(monkeypatch: pytest.MonkeyPatch) -> Non
         ("10.0.0.115:50051", False),
         ("qrng.example.org:443", False),
         ("[2001:db8::1]:50051", False),
+        ("unixbox.example.org:50051", False),  # a host name, not the unix: scheme
+        ("unix-abstract:qrng", True),
     ],
 )
 def test_which_addresses_count_as_local(address: str, local: bool) -> None:

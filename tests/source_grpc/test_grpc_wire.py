@@ -10,7 +10,7 @@ import pytest
 from grpc_test_servers import field1_reply
 
 from qr_source_grpc.failures import MalformedReplyError
-from qr_source_grpc.wire import decode_reply, encode_request
+from qr_source_grpc.wire import decode_reply, decode_sequenced_reply, encode_request
 from qr_urandom_server.proto.qr_entropy.v1.entropy_service_pb2 import (
     EntropyRequest,
     EntropyResponse,
@@ -30,6 +30,20 @@ COUNTS = [1, 127, 128, 300, 20480, 1 << 20, 5_242_880, (1 << 31) - 1]
 def test_request_encodes_like_qr_entropy(count: int) -> None:
     assert encode_request(count) == EntropyRequest(bytes_needed=count).SerializeToString()
     assert EntropyRequest.FromString(encode_request(count)).bytes_needed == count
+
+
+def test_stream_request_carries_qr_entropy_sequence_id() -> None:
+    request = EntropyRequest.FromString(encode_request(20480, 12))
+    assert (request.bytes_needed, request.sequence_id) == (20480, 12)
+    reply = EntropyResponse(data=b"abc", sequence_id=12, device_id="dev")
+    assert decode_sequenced_reply(reply.SerializeToString()) == (b"abc", 12)
+
+
+def test_foreign_field_2_is_read_as_it_comes(qrng_pb2: ModuleType) -> None:
+    # qrng puts a timestamp in field 2; a string there would not be an integer at all.
+    stamped = qrng_pb2.RandomResponse(data=b"abc", timestamp=1_700_000_000_000)
+    assert decode_sequenced_reply(stamped.SerializeToString()) == (b"abc", 1_700_000_000_000)
+    assert decode_sequenced_reply(field1_reply(b"abc", b"\x12\x02id")) == (b"abc", 0)
 
 
 @pytest.mark.parametrize("count", COUNTS)

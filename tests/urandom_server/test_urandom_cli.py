@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import queue
@@ -31,6 +32,13 @@ EVERY_FLAG = (
     "--address",
     "--max-bytes-per-request",
     "--workers",
+    "--max-streams",
+    "--stream-idle-timeout",
+    "--api-key-file",
+    "--api-key-header",
+    "--tls-cert-file",
+    "--tls-key-file",
+    "--tls-client-ca-file",
     "--device-id",
     "--grace-period",
     "--log-level",
@@ -101,7 +109,7 @@ def test_parser_has_exactly_the_documented_flags() -> None:
         option
         for action in cli.build_parser()._actions
         for option in action.option_strings
-        if option.startswith("--")
+        if option.startswith("--") and action.help != argparse.SUPPRESS
     }
     assert flags == set(EVERY_FLAG)
 
@@ -290,12 +298,13 @@ def test_graceful_stop_lets_in_flight_rpc_finish_and_second_signal_forces(
 
 
 class _Server:
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [*_command(), *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         self._lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None

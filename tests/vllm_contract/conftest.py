@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -35,7 +36,18 @@ def clean_environment(
     get_registry.cache_clear()
     adapter._admission_defaults.cache_clear()
     adapter._admission_arms.cache_clear()
+    # The adapter copies vLLM's handlers onto qr-sampler's logger; pytest's capture
+    # handlers end up among vLLM's, so without a reset a test would see its records
+    # once through that copy and once through the root logger.
+    loggers = [logging.getLogger(name) for name in ("qr_sampler", "vllm")]
+    saved = [(each.handlers[:], each.level, each.propagate) for each in loggers]
+    for each in loggers:
+        each.handlers.clear()
     yield
+    for each, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        each.handlers[:] = handlers
+        each.setLevel(level)
+        each.propagate = propagate
     get_registry.cache_clear()
     adapter._admission_defaults.cache_clear()
     adapter._admission_arms.cache_clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,11 @@ def tags_of_step(processor: QRSamplerLogitsProcessor, rows: int) -> list[str | N
     logits = torch.randn(rows, VOCAB)
     before = len(processor.sampler.sink.recent())
     processor.apply(logits)
+    if processor.runner == "v1":
+        # What vLLM does next: books each row's token, then starts the next step.
+        for row in range(rows):
+            processor.outputs[row].append(int(logits[row].argmax()))
+        processor.update_state(None)
     by_row: dict[int, str] = {r.row: r.tag for r in processor.sampler.sink.recent()[before:]}
     return [by_row.get(row) for row in range(rows)]
 
@@ -68,6 +75,9 @@ def test_a_bypassed_request_is_left_to_vllm_and_draws_no_entropy():
     processor.apply(logits)
     assert torch.equal(logits[1], original[1])
     assert int((logits[0] == 0).sum()) == 1
+    for row in (0, 1):
+        processor.outputs[row].append(int(logits[row].argmax()))
+    processor.update_state(None)
     assert [r.tag for r in processor.sampler.sink.recent()] == ["qr"]
 
 
@@ -136,3 +146,33 @@ def test_a_request_that_skipped_admission_checks_is_left_to_vllm(caplog):
     processor.apply(logits)
     assert torch.equal(logits, original)
     assert "left to vLLM's sampler" in caplog.text
+
+
+def test_model_runner_v2_rows_still_prefilling_draw_no_entropy_and_stay_untouched():
+    states = request_states()
+    prefill_len = np.zeros(states.max_num_reqs, dtype=np.int32)
+    prefill_len[[3, 4]] = [300, 5]  # slot 3: a long prompt mid-prefill; slot 4: decoding
+    states.prefill_len = SimpleNamespace(np=prefill_len)
+    processor = next(
+        p
+        for p in build_custom_logits_processors(vllm_config(), states, False)
+        if isinstance(p, QRSamplerLogitsProcessor)
+    )
+    processor.add_request(3, tagged("long"))
+    processor.add_request(4, tagged("short"))
+    slots = np.array([3, 4], dtype=np.int32)
+    ctx = LogitsContext(
+        expanded_idx_mapping=torch.from_numpy(slots),
+        idx_mapping=torch.from_numpy(slots),
+        idx_mapping_np=slots,
+        expanded_local_pos=torch.zeros(2, dtype=torch.int32),
+        input_ids=torch.zeros(2, dtype=torch.int32),
+        pos=torch.arange(2),
+        seq_lens_upper_bound_np=np.array([128, 6], dtype=np.int32),
+    )
+    logits = torch.randn(2, VOCAB)
+    original = logits.clone()
+    processor.apply(logits, ctx)
+    assert [r.tag for r in processor.sampler.sink.recent()] == ["short"]
+    assert torch.equal(logits[0], original[0])
+    assert int((logits[1] == 0).sum()) == 1

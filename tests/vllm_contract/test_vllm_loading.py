@@ -137,6 +137,7 @@ def test_qr_sampler_logs_through_the_handlers_vllm_configured():
         QRSamplerLogitsProcessor(vllm_config(), torch.device("cpu"), False)
         assert ours.handlers == theirs.handlers
         assert ours.level == theirs.getEffectiveLevel()
+        assert ours.propagate is theirs.propagate
     finally:
         ours.handlers[:], _ = saved
         ours.setLevel(saved[1])

@@ -64,8 +64,10 @@ def test_the_sampler_emits_exactly_the_token_qr_sampler_chose(tmp_path, monkeypa
         for p in PARAMS
     ]
     builder = BatchUpdateBuilder()
+    # Live output lists, as vLLM hands them over; it appends each kept token.
+    outputs = [list(tokens) for tokens in OUTPUTS]
     for index, p in enumerate(params):
-        builder.added.append((index, p, PROMPTS[index], OUTPUTS[index]))
+        builder.added.append((index, p, PROMPTS[index], outputs[index]))
     batch_update = builder.get_and_reset(len(params))
     for processor in processors.all:
         processor.update_state(batch_update)
@@ -76,6 +78,10 @@ def test_the_sampler_emits_exactly_the_token_qr_sampler_chose(tmp_path, monkeypa
         logits[2, 7] = float("-inf")  # a token masked before the processor stays masked
         output = sampler(logits.clone(), metadata(params, processors))
         emitted = output.sampled_token_ids[:, 0].tolist()
+        for tokens, token in zip(outputs, emitted, strict=True):
+            tokens.append(token)
+        for processor in processors.all:
+            processor.update_state(None)  # the next step: records of kept tokens are written
         records = [
             json.loads(line)
             for line in (tmp_path / "tokens.jsonl").read_text().splitlines()

@@ -66,7 +66,12 @@ class ZScoreMeanAmplifier:
         np.cumsum(data, dtype=np.int64, out=prefix[1:])
         sums = prefix[offsets + counts] - prefix[offsets]
         n = counts.astype(np.float64)
-        mean = sums / n
+        return self.from_means(sums / n, n, params)
+
+    @staticmethod
+    def from_means(mean: FloatArray, n: FloatArray, params: Mapping[str, FloatArray]) -> Amplified:
+        """z and u from the rows' byte means alone; ``qr-sampler verify`` checks
+        records without their bytes through this same arithmetic."""
         sem = params["population_std"] / np.sqrt(n)
         z = (mean - params["population_mean"]) / sem
         eps = params["uniform_clamp_epsilon"]

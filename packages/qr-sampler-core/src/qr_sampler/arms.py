@@ -26,7 +26,7 @@ from qr_sampler.arm_spec import parse_arms
 from qr_sampler.config import REQUEST_KEY_PREFIX, QRSamplerConfig, SamplingOptions
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
-from qr_sampler.errors import ConfigValidationError
+from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
 from qr_sampler.plugins import Registry
 
 logger = logging.getLogger(__name__)
@@ -85,16 +85,31 @@ class Arm:
 
 @dataclass(frozen=True)
 class StepDraw:
-    """One step's bytes, laid out row after row, and which arm's draw served each row."""
+    """One step's bytes, laid out row after row, and which arm's draw served each row.
+
+    ``data`` is what the bytes archive stores and what the records' hashes and
+    offsets refer to: row ``i``'s bytes are ``data[offsets[i] : offsets[i] + counts[i]]``.
+    """
 
     data: bytes
     arms: Sequence[Arm]
     draws: Mapping[int, EntropyDraw]
     row_arm: npt.NDArray[np.int64]
+    #: Bytes per row in ``data``: none for an inactive row or a row of a failed arm.
+    counts: npt.NDArray[np.int64]
+    #: Strict mode: the arms whose source stayed down this step, with the error.
+    failures: Mapping[int, EntropyUnavailableError]
+
+    @property
+    def offsets(self) -> npt.NDArray[np.int64]:
+        return np.cumsum(self.counts) - self.counts
 
     def for_row(self, row: int) -> tuple[Arm, EntropyDraw]:
         arm = int(self.row_arm[row])
         return self.arms[arm], self.draws[arm]
+
+    def failed_rows(self, active: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        return active & np.isin(self.row_arm, list(self.failures))
 
     def fallback_tokens(self, active: npt.NDArray[np.bool_]) -> int:
         fell_back = [arm for arm, draw in self.draws.items() if draw.fallback]
@@ -143,8 +158,11 @@ class ArmSet:
         if source is not None and len(policy.arms) == 1:
             sources: list[FallbackEntropySource | None] = [source]
         else:
+            # Unset QR_ARMS: the one arm is QR_ENTROPY_SOURCE_TYPE, and errors say so.
             sources = [
-                build_entropy_source(config, registry, source_type) if draws else None
+                build_entropy_source(config, registry, source_type if config.arms else None)
+                if draws
+                else None
                 for _, source_type in policy.arms
             ]
         seed = config.arm_seed if config.arm_seed is not None else secrets.randbits(63)
@@ -179,24 +197,39 @@ class ArmSet:
             name = options.arm or self.arms[0].name
         return options if name == options.arm else options.model_copy(update={"arm": name})
 
-    def draw(self, arm_column: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]) -> StepDraw:
-        """One draw per arm for all of its rows; bytes end up in row order."""
+    def draw(
+        self,
+        arm_column: npt.NDArray[np.float64],
+        counts: npt.NDArray[np.int64],
+        keep_going: bool = False,
+    ) -> StepDraw:
+        """One draw per arm for all of its rows; bytes end up in row order.
+
+        ``EntropyUnavailableError`` from any arm's source propagates, unless
+        ``keep_going``: then that arm's rows get no bytes and the draw lists the failure.
+        """
         row_arm = self._column_arm[arm_column.astype(np.int64)]
-        used = np.unique(row_arm[counts > 0])
         draws: dict[int, EntropyDraw] = {}
-        for arm in used.tolist():
+        failures: dict[int, EntropyUnavailableError] = {}
+        for arm in np.unique(row_arm[counts > 0]).tolist():
             source = self.arms[arm].source
             assert source is not None, "a tensor-parallel follower never draws"
-            draws[arm] = source.draw(int(counts[row_arm == arm].sum()))
-        if len(draws) == 1:
-            (only,) = draws.values()
-            return StepDraw(only.data, self.arms, draws, row_arm)
+            try:
+                draws[arm] = source.draw(int(counts[row_arm == arm].sum()))
+            except EntropyUnavailableError as exc:
+                if not keep_going:
+                    raise
+                failures[arm] = exc
+        counts = np.where(np.isin(row_arm, list(failures)), 0, counts)
+        if len(draws) <= 1:
+            data = next(iter(draws.values())).data if draws else b""
+            return StepDraw(data, self.arms, draws, row_arm, counts, failures)
         # Each arm's bytes go to its rows' places, in row order within the arm.
         byte_arm = np.repeat(row_arm, counts)
-        data = np.empty(len(byte_arm), dtype=np.uint8)
+        laid_out = np.empty(len(byte_arm), dtype=np.uint8)
         for arm, arm_draw in draws.items():
-            data[byte_arm == arm] = np.frombuffer(arm_draw.data, dtype=np.uint8)
-        return StepDraw(data.tobytes(), self.arms, draws, row_arm)
+            laid_out[byte_arm == arm] = np.frombuffer(arm_draw.data, dtype=np.uint8)
+        return StepDraw(laid_out.tobytes(), self.arms, draws, row_arm, counts, failures)
 
     def close(self) -> None:
         for arm in self.arms:

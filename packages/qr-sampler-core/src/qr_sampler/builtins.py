@@ -7,6 +7,7 @@ from typing import Any
 
 from qr_sampler.amplification import ZScoreMeanAmplifier
 from qr_sampler.entropy.prng import PRNGEntropySource, PRNGSettings
+from qr_sampler.entropy.replay import ReplayEntropySource, ReplaySettings
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.hookspecs import hookimpl
 from qr_sampler.temperature import EntropyDependentTemperature, FixedTemperature
@@ -15,6 +16,7 @@ from qr_sampler.temperature import EntropyDependentTemperature, FixedTemperature
 @hookimpl
 def register_entropy_sources(register: Callable[..., None]) -> None:
     register("system", SystemEntropySource)
+    register("replay", ReplayEntropySource, settings=(ReplaySettings,))
     register("prng", PRNGEntropySource, settings=(PRNGSettings,))
 
 

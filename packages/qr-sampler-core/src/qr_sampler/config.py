@@ -16,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 
 from qr_sampler.arm_spec import parse_arms
 from qr_sampler.errors import ConfigValidationError
+from qr_sampler.names import did_you_mean
 from qr_sampler.settings import QRSettings, describe_validation_error
 
 REQUEST_KEY_PREFIX = "qr_"
@@ -27,6 +28,10 @@ REQUEST_KEY_PREFIX = "qr_"
 DISCRETE_UNIFORM_BYTE_STD = math.sqrt((256**2 - 1) / 12)
 
 LogLevel = Literal["none", "summary", "full"]
+#: Smallest admitted population_std (a device that repeats one byte value has 0).
+MIN_BYTE_STD = 1e-6
+#: top_k beyond any vocabulary: the sampler's tables hold it as a float64.
+TOP_K_LIMIT = 1 << 31
 
 
 _NOT_DECISIVE = frozenset({"tag", "log_level", "diagnostic_mode", "bypass", "arm"})
@@ -41,12 +46,20 @@ class SamplingOptions(BaseModel):
     sample_count: int = Field(
         default=20480, ge=1, le=1 << 22, description="Entropy bytes per token"
     )
-    population_mean: float = Field(default=127.5, description="Mean of one byte under the null")
-    population_std: float = Field(
-        default=DISCRETE_UNIFORM_BYTE_STD, gt=0, description="Std of one byte under the null"
+    # A byte's mean lies in [0, 255] and its std in (0, 127.5]; the floor on the std
+    # keeps z = (M - mu) / (std / sqrt(N)) finite for every admitted sample_count.
+    population_mean: float = Field(
+        default=127.5, ge=0, le=255, description="Mean of one byte under the null"
     )
+    population_std: float = Field(
+        default=DISCRETE_UNIFORM_BYTE_STD,
+        ge=MIN_BYTE_STD,
+        le=127.5,
+        description="Std of one byte under the null",
+    )
+    # Below 1e-15, 1 - eps rounds to 1 in float64 and u could reach 1.
     uniform_clamp_epsilon: float = Field(
-        default=1e-10, gt=0, lt=0.5, description="u is clamped to (eps, 1 - eps)"
+        default=1e-10, ge=1e-15, lt=0.5, description="u is clamped to (eps, 1 - eps)"
     )
     temperature_strategy: str = Field(default="fixed", description="fixed or edt (or a plugin's)")
     fixed_temperature: float = Field(default=0.7, ge=0, description="Temperature; 0 is greedy")
@@ -56,7 +69,12 @@ class SamplingOptions(BaseModel):
     edt_exponent: float = Field(default=0.5, ge=0, description="EDT exponent")
     edt_min_temp: float = Field(default=0.1, ge=0, description="EDT lower clamp")
     edt_max_temp: float = Field(default=2.0, ge=0, description="EDT upper clamp")
-    top_k: int = Field(default=0, description="Keep the k most probable tokens; <= 0 disables")
+    top_k: int = Field(
+        default=0,
+        ge=-TOP_K_LIMIT,
+        le=TOP_K_LIMIT,
+        description="Keep the k most probable tokens; <= 0 disables",
+    )
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus mass; 1.0 disables")
     log_level: LogLevel = Field(
         default="summary", description="Python logging: none, summary, full"
@@ -108,8 +126,22 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
     fallback_mode: Literal["system", "error"] = Field(
         default="system", description="On source failure: draw from os.urandom (flagged) or fail"
     )
+    strict_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="Strict mode: how long an engine step retries the source before it ends "
+        "the step's requests",
+    )
     log_path: str = Field(
-        default="", description="Append one JSON line per token here; empty = off"
+        default="",
+        description="Append one JSON line per token here; empty = off; must be writable "
+        "when the sampler starts (qr_sampler.record_file.check_log_path)",
+    )
+    bytes_path: str = Field(
+        default="",
+        description="Append every entropy byte that chose a token here (sample_count per "
+        "token); records give bytes_offset; empty = off",
     )
     arms: str = Field(
         default="",
@@ -160,8 +192,16 @@ def request_overrides(extra_args: Mapping[str, Any] | None) -> dict[str, Any]:
     Keys without the prefix belong to other processors and are ignored; unknown
     ``qr_*`` keys and server-wide settings are refused with a message naming them.
     """
+    if extra_args is not None and not isinstance(extra_args, Mapping):
+        raise ConfigValidationError(
+            f"extra_args must be a mapping of qr_* keys to values, not {type(extra_args).__name__}"
+        )
     overrides: dict[str, Any] = {}
     for key, value in (extra_args or {}).items():
+        if not isinstance(key, str):
+            raise ConfigValidationError(
+                f"extra_args keys must be strings such as 'qr_top_k', not {key!r}"
+            )
         if not key.startswith(REQUEST_KEY_PREFIX):
             continue
         field = key[len(REQUEST_KEY_PREFIX) :]
@@ -217,7 +257,8 @@ def check_registered(
             name = f"{prefix}{field}"
             name = name.upper() if prefix.isupper() else name
             raise ConfigValidationError(
-                f"{name}: unknown value {value!r}; registered: {', '.join(sorted(known))}"
+                f"{name}: unknown value {value!r}{did_you_mean(value, known)}; "
+                f"registered: {', '.join(sorted(known))}"
             )
 
 

@@ -87,3 +87,16 @@ def unknown_variables(
 
 def environment_names() -> list[str]:
     return [name for name in os.environ if name.startswith(PREFIX)]
+
+
+def unknown_in_effect(registry: Registry, env_file: str) -> list[UnknownVariable]:
+    """Unknown ``QR_*`` names in the process environment and in the dotenv file in use."""
+    origins: list[tuple[str, Iterable[str]]] = [("environment", environment_names())]
+    if os.path.isfile(env_file):
+        origins.append((env_file, list(read_env_file(env_file))))
+    return unknown_variables(origins, known_variables(registry))
+
+
+def process_settings() -> dict[str, str]:
+    """The process-level variables as set (empty when unset), for ``qr-sampler config``."""
+    return {name: os.environ.get(name, "") for name in PROCESS_VARIABLES}

@@ -91,6 +91,15 @@ def _entry_points() -> Iterator[importlib.metadata.EntryPoint]:
     yield from importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
 
 
+def excluded_plugins() -> tuple[str, list[importlib.metadata.EntryPoint]] | None:
+    """``QR_LOAD_PLUGINS`` as written and the installed plugins it leaves out, if it is set."""
+    allowed = _allowed_plugins()
+    if allowed is None:
+        return None
+    raw = os.environ.get(LOAD_PLUGINS_VARIABLE, "")
+    return raw, [point for point in _entry_points() if point.name not in allowed]
+
+
 def build_plugin_manager(registry: Registry) -> tuple[pluggy.PluginManager, dict[str, Provider]]:
     """Register the built-ins, then every allowed entry point that imports cleanly."""
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qr_sampler.config import QRSamplerConfig, check_registered
+from qr_sampler.config import QRSamplerConfig
 from qr_sampler.environment import (
     known_variables,
     read_env_file,
@@ -15,6 +14,7 @@ from qr_sampler.environment import (
     unknown_variables,
 )
 from qr_sampler.errors import ConfigValidationError, QRSamplerError
+from qr_sampler.names import did_you_mean
 from qr_sampler.plugins import Registry
 from qr_sampler.profiles import (
     PROFILE_VARIABLE,
@@ -24,11 +24,8 @@ from qr_sampler.profiles import (
     provided_sources,
     requirement_package,
 )
-
-# Values a template or a README would hold where the real key goes.
-_PLACEHOLDER = re.compile(
-    r"<[^>]*>|\.\.\.|x+|.*(?:changeme|change-me|placeholder|your[-_]|example).*", re.IGNORECASE
-)
+from qr_sampler.registered import unregistered_strategies
+from qr_sampler.settings import is_placeholder
 
 
 @dataclass
@@ -45,12 +42,20 @@ def check_profile(profile: Profile, registry: Registry) -> Findings:
     found.errors += [variable.message() for variable in unknown]
     if unknown:
         found.errors += _uninstalled_sources(profile)
+    placeholders = _placeholder_secrets(values, registry)
+    found.warnings += [
+        f"{name} in {path} is the placeholder {values[name]!r}: give the real key at run "
+        f"time ({name}=... docker compose ...), or the source refuses to start"
+        for name in placeholders
+    ]
+    # A committed profile keeps a placeholder where the key goes: check the rest as if unset.
+    values = {name: "" if name in placeholders else value for name, value in values.items()}
     try:
         config = QRSamplerConfig.from_assignments(values)
-        check_registered(config, registry.amplifiers, registry.temperature_strategies, "QR_")
     except ConfigValidationError as exc:
         found.errors.append(f"core: {exc}")
     else:
+        found.errors += unregistered_strategies(config, registry)
         found.errors += _unprovided_source(profile, config.entropy_source_type, registry)
     for name, component in sorted(registry.entropy_sources.items()):
         for settings in component.settings:
@@ -61,6 +66,11 @@ def check_profile(profile: Profile, registry: Registry) -> Findings:
     found.errors += _wrong_profile_name(profile, values.get(PROFILE_VARIABLE))
     found.warnings += _published_secrets(profile, values, registry)
     return found
+
+
+def _placeholder_secrets(values: dict[str, str], registry: Registry) -> list[str]:
+    secrets = secret_variables(registry) & values.keys()
+    return sorted(name for name in secrets if values[name] and is_placeholder(values[name]))
 
 
 def _unprovided_source(profile: Profile, selected: str, registry: Registry) -> list[str]:
@@ -78,9 +88,11 @@ def _unprovided_source(profile: Profile, selected: str, registry: Registry) -> l
             if component and component.provider.distribution
             else ""
         )
+        known = provided | set(registry.entropy_sources)
         errors.append(
             f"QR_ENTROPY_SOURCE_TYPE={selected}: no package in {profile.sources_file} "
-            f"provides this source, so the image would not have it{hint}"
+            f"provides this source, so the image would not have it"
+            f"{hint or did_you_mean(selected, known)}"
         )
     return errors
 
@@ -115,11 +127,7 @@ def _wrong_profile_name(profile: Profile, declared: str | None) -> list[str]:
 
 
 def _published_secrets(profile: Profile, values: dict[str, str], registry: Registry) -> list[str]:
-    real = [
-        name
-        for name in sorted(secret_variables(registry) & values.keys())
-        if values[name] and not _PLACEHOLDER.fullmatch(values[name])
-    ]
+    real = [name for name in sorted(secret_variables(registry) & values.keys()) if values[name]]
     exposure = git_exposure(profile.env_file) if real else None
     if exposure is None:
         return []

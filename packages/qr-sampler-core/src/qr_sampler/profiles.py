@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qr_sampler.errors import QRSamplerError
+from qr_sampler.names import did_you_mean
 from qr_sampler.plugins import CORE_DISTRIBUTION, Registry
 
 if sys.version_info >= (3, 11):
@@ -86,10 +87,13 @@ def find_profile(root: Path, name_or_path: str) -> Profile:
     """A bare name is a folder under ``root``; anything with a slash is a path."""
     if "/" in name_or_path or os.sep in name_or_path:
         path = Path(name_or_path)
+        hint = ""
     else:
         path = existing_root(root) / name_or_path
+        names = [profile.name for profile in list_profiles(root)]
+        hint = did_you_mean(name_or_path, names) or f"; profiles: {', '.join(names) or 'none'}"
     if not (path / ENV_FILE).is_file():
-        raise QRSamplerError(f"no profile at {path} (it needs a {ENV_FILE} file)")
+        raise QRSamplerError(f"no profile at {path} (it needs a {ENV_FILE} file){hint}")
     return Profile(path)
 
 

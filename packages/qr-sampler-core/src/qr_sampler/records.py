@@ -5,10 +5,14 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import IO
+from typing import Any
+
+from qr_sampler.config import SamplingOptions
+from qr_sampler.record_file import LOG_PATH_VARIABLE, RecordFile
 
 logger = logging.getLogger("qr_sampler")
 
@@ -19,9 +23,10 @@ class TokenRecord:
 
     step: int
     row: int
-    u: float
-    z_score: float
-    sample_mean: float
+    #: None on a token forced to end a request in strict mode (``end_reason`` says why).
+    u: float | None
+    z_score: float | None
+    sample_mean: float | None
     sample_count: int
     token_id: int
     token_rank: int
@@ -35,29 +40,112 @@ class TokenRecord:
     total_ms: float
     config_hash: str
     tag: str
+    #: Provenance: the request (``None`` outside an engine adapter), the token's
+    #: 0-based index in that request's output, and the bytes that chose it (``None``
+    #: on a token that ended a request for want of entropy, see ``end_reason``).
+    request_id: str | None
+    position: int | None
+    entropy_sha256: str | None
+    #: Where this token's bytes start in ``QR_BYTES_PATH`` (``None`` when not archived).
+    bytes_offset: int | None
+    #: What ``qr-sampler verify`` needs to recompute u from the bytes alone.
+    signal_amplifier_type: str
+    population_mean: float
+    population_std: float
+    uniform_clamp_epsilon: float
     #: The arm's name, or its opaque label under QR_BLIND_ARMS.
     arm: str = ""
     #: Why the fallback served this token ("health test", "source unavailable").
     fallback_reason: str | None = None
     #: The seed of the prng source that chose this token; reproduces its bytes.
     prng_seed: int | None = None
+    #: Set when qr-sampler ended the request with this token (strict-mode outage).
+    end_reason: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """Strict JSON: a value that is NaN or infinite is written as ``null``."""
+        return json.dumps(_finite(asdict(self)), separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``, at any depth."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def ended_record(
+    step: int,
+    row: int,
+    token_id: int,
+    options: SamplingOptions,
+    reason: Exception,
+    request_id: str | None,
+    position: int | None,
+    arm: str,
+) -> TokenRecord:
+    """The record of a token forced to end a request because entropy did not come
+    (to the request's ``arm``, by its name or blind label)."""
+    return TokenRecord(
+        step=step,
+        row=row,
+        u=None,
+        z_score=None,
+        sample_mean=None,
+        sample_count=0,
+        token_id=token_id,
+        token_rank=-1,
+        token_prob=0.0,
+        num_candidates=0,
+        temperature=0.0,
+        shannon_entropy=None,
+        entropy_source="none",
+        fallback=False,
+        fetch_ms=0.0,
+        total_ms=0.0,
+        config_hash=options.config_hash,
+        tag=options.tag,
+        request_id=request_id,
+        position=position,
+        entropy_sha256=None,
+        bytes_offset=None,
+        signal_amplifier_type=options.signal_amplifier_type,
+        population_mean=options.population_mean,
+        population_std=options.population_std,
+        uniform_clamp_epsilon=options.uniform_clamp_epsilon,
+        arm=arm,
+        end_reason=str(reason),
+    )
 
 
 class RecordSink:
-    """Writes each step's records in row order and flushes once per step.
+    """Writes each step's records in row order, in one write per step.
 
     A crash therefore loses at most the step in flight. Memory stays bounded:
     only the last ``keep_recent`` records of diagnostic-mode requests are held.
+
+    The file is opened here, so a ``log_path`` that cannot be written fails at
+    start-up (``LogPathError``). A write that fails later (a full disk) never fails
+    the step: the step's records are dropped and counted in ``lost_records``, and an
+    ERROR is logged at most once per ``error_interval_s``.
     """
 
-    def __init__(self, log_path: str, keep_recent: int = 10_000) -> None:
+    def __init__(
+        self, log_path: str, keep_recent: int = 10_000, error_interval_s: float = 60.0
+    ) -> None:
         self.log_path = log_path
-        self._file: IO[str] | None = None
+        self._file = RecordFile(log_path) if log_path else None
         self._recent: collections.deque[TokenRecord] = collections.deque(maxlen=keep_recent)
         self._lock = threading.Lock()
+        self.error_interval_s = error_interval_s
+        self.lost_records = 0
+        self._lost_unreported = 0
+        self._failing = False
+        self._last_error_log = -math.inf
 
     def write_step(
         self,
@@ -67,16 +155,45 @@ class RecordSink:
     ) -> None:
         """``log_full[i]``/``keep[i]``: log record i in full / keep it in memory."""
         with self._lock:
-            if self.log_path:
-                if self._file is None:
-                    self._file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
-                self._file.write("".join(record.to_json() + "\n" for record in records))
-                self._file.flush()
+            if self._file is not None and records:
+                self._append("".join(record.to_json() + "\n" for record in records), len(records))
             for record, full, kept in zip(records, log_full, keep, strict=True):
                 if full:
                     logger.info("qr-sampler token %s", record.to_json())
                 if kept:
                     self._recent.append(record)
+
+    def _append(self, text: str, count: int) -> None:
+        assert self._file is not None
+        try:
+            self._file.append(text)
+        except OSError as exc:
+            self.lost_records += count
+            self._lost_unreported += count
+            self._failing = True
+            now = time.monotonic()
+            if now - self._last_error_log >= self.error_interval_s:
+                logger.error(
+                    "qr-sampler could not write token records to %s=%r (%s): %d record(s) "
+                    "lost since the last report, %d in all; sampling goes on without them",
+                    LOG_PATH_VARIABLE,
+                    self.log_path,
+                    exc.strerror or exc,
+                    self._lost_unreported,
+                    self.lost_records,
+                )
+                self._last_error_log = now
+                self._lost_unreported = 0
+            return
+        if self._failing:
+            self._failing = False
+            logger.warning(
+                "qr-sampler writes token records to %s=%r again; %d record(s) lost in all",
+                LOG_PATH_VARIABLE,
+                self.log_path,
+                self.lost_records,
+            )
+            self._lost_unreported = 0
 
     def recent(self) -> list[TokenRecord]:
         """The most recent records of diagnostic-mode requests, oldest first."""

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qr_sampler.config import SamplingOptions
+from qr_sampler.provenance import Origin
 
 #: Options the hot path needs as numbers, in column order.
 NUMERIC_FIELDS: tuple[str, ...] = tuple(
@@ -39,12 +40,13 @@ class RequestTable:
         }
         self.params = np.zeros((capacity, len(COLUMNS)), dtype=np.float64)
         self.options: list[SamplingOptions | None] = [None] * capacity
+        self.origins: list[Origin | None] = [None] * capacity
 
     @staticmethod
     def column(name: str) -> int:
         return _INDEX[name]
 
-    def put(self, slot: int, options: SamplingOptions) -> None:
+    def put(self, slot: int, options: SamplingOptions, origin: Origin | None = None) -> None:
         self._ensure(slot)
         row = self.params[slot]
         row[_INDEX["active"]] = 0.0 if options.bypass else 1.0
@@ -54,23 +56,27 @@ class RequestTable:
         for field in CHOICE_FIELDS:
             row[_INDEX[field]] = self._choice_index[field][getattr(options, field)]
         self.options[slot] = options
+        self.origins[slot] = origin
 
     def clear(self, slot: int) -> None:
         if slot < len(self.options):
             self.params[slot, _INDEX["active"]] = 0.0
             self.options[slot] = None
+            self.origins[slot] = None
 
     def move(self, src: int, dst: int) -> None:
         """``dst`` takes over ``src``'s request; ``src`` is left empty."""
         self._ensure(max(src, dst))
         self.params[dst] = self.params[src]
         self.options[dst] = self.options[src]
+        self.origins[dst] = self.origins[src]
         self.clear(src)
 
     def swap(self, a: int, b: int) -> None:
         self._ensure(max(a, b))
         self.params[[a, b]] = self.params[[b, a]]
         self.options[a], self.options[b] = self.options[b], self.options[a]
+        self.origins[a], self.origins[b] = self.origins[b], self.origins[a]
 
     def gather(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         """The ``[rows, columns]`` options of the given slots, in row order."""
@@ -86,3 +92,4 @@ class RequestTable:
         params[:capacity] = self.params
         self.params = params
         self.options.extend([None] * (grown - capacity))
+        self.origins.extend([None] * (grown - capacity))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,11 +18,13 @@ import numpy.typing as npt
 
 from qr_sampler.amplification import Amplified, SignalAmplifier
 from qr_sampler.arms import ArmSet, StepDraw
+from qr_sampler.bytes_archive import BytesArchive
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, check_registered, resolve_options
 from qr_sampler.entropy.fallback import FallbackEntropySource
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.plugins import Registry, get_registry
-from qr_sampler.records import RecordSink, SummaryLog, TokenRecord
+from qr_sampler.provenance import Origin, RequestIds, sha256_hex
+from qr_sampler.records import RecordSink, SummaryLog, TokenRecord, ended_record
 from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
 from qr_sampler.selection import Selection, Workspace, force_tokens, select_tokens
 from qr_sampler.temperature import TemperatureStrategy
@@ -59,6 +62,9 @@ class QRSampler:
         #: Set under tensor parallelism: only the leader draws, and records.
         self.shared_u = shared_u
         self.draws = shared_u is None or shared_u.leader
+        # Opened first, so a records file that cannot be written stops start-up before
+        # any connection to an entropy source is made. Only the drawing rank records.
+        self.sink = RecordSink(self.config.log_path if self.draws else "")
         # A follower never draws, so it never connects to the entropy sources either.
         self.arms = ArmSet.from_config(self.config, self.registry, self.draws, source)
         self.table = RequestTable(
@@ -77,7 +83,14 @@ class QRSampler:
             self.registry.temperature_strategies[name].value
             for name in names["temperature_strategy"]
         ]
-        self.sink = RecordSink(self.config.log_path)
+        #: Where each step's records go; an engine adapter that only later learns
+        #: which sampled tokens the engine kept puts a holding stage here.
+        self.emit = self.sink.write_step
+        #: Strict mode: the token that ends a request whose entropy did not come
+        #: (the model's EOS); None makes the outage raise instead.
+        self.end_token_id: int | None = None
+        self.archive = BytesArchive(self.config.bytes_path) if self.config.bytes_path else None
+        self.request_ids = RequestIds()
         self.summary = SummaryLog(enabled=self.config.log_level != "none")
         self.workspace = Workspace()
         self.steps = 0
@@ -93,28 +106,54 @@ class QRSampler:
         )
         return self.arms.admit(options)
 
-    def sample(self, logits: torch.Tensor, slots: npt.NDArray[np.int64]) -> torch.Tensor:
+    def admit(self, slot: int, options: SamplingOptions, output: Sized | None = None) -> None:
+        """Seat a newly admitted request in ``slot`` under a fresh request id; ``output``
+        is the engine's list of its output tokens, if it keeps one (see ``Origin``)."""
+        self.table.put(slot, options, Origin(self.request_ids.new(), output))
+
+    def sample(
+        self,
+        logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        *,
+        emitting: npt.NDArray[np.bool_] | None = None,
+        positions: npt.NDArray[np.int64] | None = None,
+    ) -> torch.Tensor:
         """Force one token into every active row of ``logits`` (in place) and return it.
 
-        ``slots[i]`` is the table slot of logits row ``i``. Entropy is fetched here,
-        after the logits exist, in a single draw for all rows.
+        ``slots[i]`` is the table slot of logits row ``i``; ``positions[i]``, where the
+        engine says, the index in its request's output of the token row ``i`` samples.
+        Entropy is fetched here, after the logits exist, in a single draw for all rows.
+        Rows where ``emitting`` is False (the engine will discard their sample) are
+        left alone: no entropy, no record.
         """
         import torch
 
         start = time.perf_counter()
         params = self.table.gather(slots)
+        if emitting is not None:
+            params[~emitting, _ACTIVE] = 0.0
         active = params[:, _ACTIVE] > 0
         if not active.any():
             return logits
         self.steps += 1
         try:
-            draw, amplified = self._draw(params, active)
+            draw = self._draw(params, active)
         except EntropyUnavailableError:
             if self.shared_u is not None:
                 # NaN tells the other ranks to fail too, instead of waiting forever.
                 self.shared_u.broadcast(torch.full((len(slots),), math.nan, device=logits.device))
             raise
+        if draw is not None and draw.failures:
+            ended = draw.failed_rows(active)
+            self._end_rows(logits, slots, params, ended, positions, draw)
+            params[ended, _ACTIVE] = 0.0
+            active &= ~ended
+            if not active.any():
+                return logits
+        amplified = self._amplify(draw, params, active) if draw is not None else None
         u_host = amplified.u if amplified is not None else np.full(len(slots), math.nan)
+        archived_at = self.archive.append(draw.data) if self.archive and draw else None
 
         # The step's only host-to-device copy: u and the rows' options together.
         on_device = torch.from_numpy(np.column_stack([u_host, params])).to(logits.device)
@@ -144,7 +183,7 @@ class QRSampler:
             u,
             temperatures,
             columns["top_k"].long(),
-            columns["top_p"].to(logits.dtype),
+            columns["top_p"],
             with_entropy=needs_entropy,
             workspace=self.workspace,
         )
@@ -161,7 +200,8 @@ class QRSampler:
             )
         if draw is not None and amplified is not None:
             if results is not None:
-                self._write_records(wanted, slots, params, amplified, draw, results, start)
+                where = _Where(draw.offsets, positions, archived_at)
+                self._write_records(wanted, slots, params, amplified, draw, results, start, where)
             self.summary.add_step(
                 int(active.sum()), draw.fallback_tokens(active), draw.fetch_ms, draw.health_failures
             )
@@ -169,23 +209,20 @@ class QRSampler:
 
     def _draw(
         self, params: npt.NDArray[np.float64], active: npt.NDArray[np.bool_]
-    ) -> tuple[StepDraw | None, Amplified | None]:
-        """One draw per arm for its active rows, amplified to u; nothing on a follower."""
+    ) -> StepDraw | None:
+        """One draw per arm for its active rows; nothing on a follower. In strict mode
+        (single rank) an arm whose source stays down is reported in the draw, not raised."""
         if not self.draws:
-            return None, None
+            return None
         counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
-        draw = self.arms.draw(params[:, _ARM], counts)
-        return draw, self._amplify(draw, counts, params, active)
+        strict_end = self.shared_u is None and self.end_token_id is not None
+        return self.arms.draw(params[:, _ARM], counts, keep_going=strict_end)
 
     def _amplify(
-        self,
-        draw: StepDraw,
-        counts: npt.NDArray[np.int64],
-        params: npt.NDArray[np.float64],
-        active: npt.NDArray[np.bool_],
+        self, draw: StepDraw, params: npt.NDArray[np.float64], active: npt.NDArray[np.bool_]
     ) -> Amplified:
         data = np.frombuffer(draw.data, dtype=np.uint8)
-        offsets = np.cumsum(counts) - counts
+        offsets, counts = draw.offsets, draw.counts
         rows = params.shape[0]
         # Inactive rows get u = 0.5 as a placeholder; they are never forced.
         u, z, mean = np.full(rows, 0.5), np.zeros(rows), np.zeros(rows)
@@ -245,6 +282,7 @@ class QRSampler:
         draw: StepDraw,
         results: npt.NDArray[np.float64],
         start: float,
+        where: _Where,
     ) -> None:
         token_id, rank, prob, candidates, temp, entropy, valid = results
         total_ms = (time.perf_counter() - start) * 1000.0
@@ -255,6 +293,8 @@ class QRSampler:
             options = self.table.options[slots[row]]
             assert options is not None
             arm, row_draw = draw.for_row(row)
+            request_id, position = self._identity(int(slots[row]), row, where.positions)
+            first = int(where.offsets[row])
             records.append(
                 TokenRecord(
                     step=self.steps,
@@ -275,6 +315,18 @@ class QRSampler:
                     total_ms=total_ms,
                     config_hash=options.config_hash,
                     tag=options.tag,
+                    request_id=request_id,
+                    position=position,
+                    entropy_sha256=sha256_hex(
+                        memoryview(draw.data)[first : first + int(params[row, _SAMPLE_COUNT])]
+                    ),
+                    bytes_offset=where.archived_at + first
+                    if where.archived_at is not None
+                    else None,
+                    signal_amplifier_type=options.signal_amplifier_type,
+                    population_mean=options.population_mean,
+                    population_std=options.population_std,
+                    uniform_clamp_epsilon=options.uniform_clamp_epsilon,
                     arm=arm.label,
                     fallback_reason=row_draw.fallback_reason,
                     prng_seed=None if row_draw.fallback else arm.seed,
@@ -282,8 +334,85 @@ class QRSampler:
             )
             log_full.append(options.log_level == "full")
             keep.append(options.diagnostic_mode)
-        self.sink.write_step(records, log_full, keep)
+        self.emit(records, log_full, keep)
+
+    def _identity(
+        self, slot: int, row: int, positions: npt.NDArray[np.int64] | None
+    ) -> tuple[str | None, int | None]:
+        """The request id of ``slot`` and the output index of the token row ``row`` samples:
+        from the engine where it says, else from the request's own output list."""
+        origin = self.table.origins[slot]
+        if positions is not None:
+            position: int | None = int(positions[row])
+        else:
+            position = origin.next_position() if origin is not None else None
+        return (origin.request_id if origin is not None else None), position
+
+    def _end_rows(
+        self,
+        logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        params: npt.NDArray[np.float64],
+        ended: npt.NDArray[np.bool_],
+        positions: npt.NDArray[np.int64] | None,
+        draw: StepDraw,
+    ) -> None:
+        """Strict mode, an arm's source still down: force ``end_token_id`` into that
+        arm's rows (``ended``); the other arms' rows are sampled as usual.
+
+        A logits processor cannot abort a request, but it can choose its last token:
+        the request ends as if the model had stopped, no token is chosen by any
+        other source, and the record and log line say why.
+        """
+        import torch
+
+        assert self.end_token_id is not None
+        token = torch.full((len(slots),), self.end_token_id, dtype=torch.long)
+        force_tokens(logits, torch.from_numpy(ended).to(logits.device), token.to(logits.device))
+        for arm, exc in draw.failures.items():
+            logger.error(
+                "strict mode: ended %d request(s) of arm %r with the end-of-sequence token, "
+                "no entropy: %s",
+                int(np.count_nonzero(ended & (draw.row_arm == arm))),
+                draw.arms[arm].label,
+                exc,
+            )
+        records, log_full, keep = [], [], []
+        for row in np.flatnonzero(ended).tolist():
+            if not (params[row, _RECORD] > 0 or self.sink.log_path):
+                continue
+            options = self.table.options[slots[row]]
+            assert options is not None
+            request_id, position = self._identity(int(slots[row]), row, positions)
+            arm = int(draw.row_arm[row])
+            records.append(
+                ended_record(
+                    self.steps,
+                    row,
+                    self.end_token_id,
+                    options,
+                    draw.failures[arm],
+                    request_id,
+                    position,
+                    draw.arms[arm].label,
+                )
+            )
+            log_full.append(options.log_level == "full")
+            keep.append(options.diagnostic_mode)
+        self.emit(records, log_full, keep)
 
     def close(self) -> None:
         self.sink.close()
+        if self.archive is not None:
+            self.archive.close()
         self.arms.close()
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where each row's bytes sit in the step's draw and in the archive, and the
+    positions the engine gave."""
+
+    offsets: npt.NDArray[np.int64]
+    positions: npt.NDArray[np.int64] | None
+    archived_at: int | None

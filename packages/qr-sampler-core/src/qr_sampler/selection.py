@@ -5,12 +5,9 @@ tokens in descending probability order (ties: lower token id first) -> the token
 whose CDF interval holds u. u near 0 picks the most probable token. Logits that
 are already -inf (grammar masks, bad words, logit bias) keep probability 0.
 
-A full sort of the vocabulary would cost far more than vLLM's own sampling step,
-so the CDF is walked in two stages instead: a weighted histogram of every token
-over log-probability bins finds the bin where the cumulative mass crosses the
-target, and only that bin's few tokens are then ordered exactly. Both stages
-see the same float32 weights, so the result is the exact descending-order CDF
-inverse, computed in O(vocab) per row.
+Weights and their sums are float64 whatever the logits' dtype, so the CDF is the
+one a float64 walk over the sorted row gives: ``crossing`` finds where it holds u
+without sorting the vocabulary.
 """
 
 from __future__ import annotations
@@ -19,16 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from qr_sampler.crossing import LOWEST_EXPONENT, DescendingWalk
+
 if TYPE_CHECKING:
     import torch
 
-#: Histogram bins per row, spanning log-weights 0 (the top token) to -LOG_WEIGHT_SPAN:
-#: about TOKENS_PER_BIN tokens a bin for small vocabularies, at most MAX_BINS.
-MAX_BINS = 4096
-TOKENS_PER_BIN = 32
-#: Tokens below exp(-LOG_WEIGHT_SPAN) of the top token share the last bin; together
-#: they weigh less than vocab * 4e-18 of it, far below the u clamp of 1e-10.
-LOG_WEIGHT_SPAN = 40.0
+#: A top-p prefix counts as reaching p when its mass is within this of p (as a
+#: fraction of the row's mass): p = 0.3 over ten equal tokens keeps three, whichever
+#: way the float rounding of 0.3 and of the sums falls.
+TOP_P_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -125,150 +121,103 @@ def select_tokens(
     """Pick one token per row. Rows whose temperature is ``<= 0`` are greedy.
 
     ``temperature_of`` maps the rows' Shannon entropy (None unless
-    ``with_entropy``) to their temperatures.
+    ``with_entropy``) to their temperatures. Logits may be float16, bfloat16,
+    float32 or float64; they are only read.
     """
     import torch
 
     workspace = workspace if workspace is not None else Workspace()
-    vocab = logits.shape[-1]
+    # Half precision widens to float32 exactly; float64 keeps its own precision.
+    values = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    vocab = values.shape[-1]
     # amax propagates NaN, and +inf/-inf tops show up as non-finite too.
-    row_max = logits.amax(dim=-1)
+    row_max = values.amax(dim=-1)
     valid = torch.isfinite(row_max)
     row_max = torch.where(valid, row_max, torch.zeros_like(row_max))
 
     entropy = None
     if with_entropy:
-        entropy = shannon_entropy(logits, row_max, workspace.get("scratch", logits))
+        entropy = shannon_entropy(values, row_max, workspace.get("scratch", values))
     temperature = temperature_of(entropy)
-    greedy = temperature <= 0
-    safe_temperature = torch.where(greedy, torch.ones_like(temperature), temperature)
+    # float64: a temperature such as 1e-46 is 0 in float32 and would divide by zero.
+    wide_temperature = temperature.to(torch.float64)
+    greedy = wide_temperature <= 0
+    safe_temperature = torch.where(greedy, torch.ones_like(wide_temperature), wide_temperature)
 
-    # Log-weights relative to the top token, and weights, at the row's temperature.
-    log_weight = workspace.get("log_weight", logits)
-    torch.sub(logits, row_max[:, None], out=log_weight)
-    log_weight.div_(safe_temperature.to(log_weight.dtype)[:, None])
-    weight = torch.exp(log_weight, out=workspace.get("weight", logits))
-
-    k_threshold = _top_k_threshold(logits, top_k, vocab)
+    weight, log_weight = _weights(values, row_max, safe_temperature, workspace)
+    floor = row_max.to(torch.float64) + LOWEST_EXPONENT * safe_temperature
+    walk = DescendingWalk(
+        values, log_weight, floor, lambda name, dtype: workspace.get(name, values, dtype)
+    )
+    k_threshold = _top_k_threshold(walk, top_k, vocab)
     if k_threshold is not None:
-        weight.masked_fill_(logits < k_threshold[:, None], 0.0)
+        weight.masked_fill_(values < k_threshold[:, None], 0.0)
 
-    walk = _CdfWalk(logits, log_weight, weight, row_max, safe_temperature, k_threshold, workspace)
-    total = walk.totals
+    masses = walk.histogram(weight)
+    total = masses.totals
     mass, nucleus_end, cut = total, None, None
     if bool((top_p < 1).any()):
         # The nucleus ends at the first token whose cumulative mass reaches p.
-        nucleus = walk.crossing(top_p.to(total.dtype) * total, inclusive=True)
+        reach = (top_p.to(torch.float64) - TOP_P_SLACK).clamp(min=0) * total
+        nucleus = masses.crossing(reach, inclusive=True)
         cut = top_p < 1
-        mass = torch.where(cut, nucleus.mass_through, total)
+        mass = torch.where(cut, nucleus.through, total)
         nucleus_end = nucleus.token_id
-    target = torch.where(greedy, torch.zeros_like(total), u.to(total.dtype) * mass)
-    chosen = walk.crossing(target, inclusive=False)
+    target = torch.where(greedy, torch.zeros_like(total), u.to(torch.float64) * mass)
+    chosen = masses.crossing(target, inclusive=False)
+    token_id, amount = chosen.token_id, chosen.amount
+    if nucleus_end is not None and cut is not None:
+        # u rounding to 1 must not step past the nucleus, whatever the sums did.
+        beyond = cut & _comes_after(values, token_id, nucleus_end)
+        token_id = torch.where(beyond, nucleus_end, token_id)
+        amount = torch.where(beyond, nucleus.amount, amount)
 
-    prob = torch.where(greedy, torch.ones_like(mass), chosen.weight / mass)
-    return Selection(chosen.token_id, prob, valid, entropy, temperature, nucleus_end, cut, weight)
+    prob = torch.where(greedy, torch.ones_like(mass), amount / mass)
+    return Selection(token_id, prob, valid, entropy, temperature, nucleus_end, cut, weight)
 
 
-def _top_k_threshold(logits: torch.Tensor, top_k: torch.Tensor, vocab: int) -> torch.Tensor | None:
-    """The k-th largest logit per row (ties at it are kept, as vLLM does), or None."""
+def _weights(
+    values: torch.Tensor, row_max: torch.Tensor, temperature: torch.Tensor, workspace: Workspace
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 weights exp((x - max) / T), and the float32 exponents.
+
+    The exponent is formed in float64 and rounded once to float32, where exp is
+    several times cheaper: each weight is within about |exponent| * 6e-8 relative
+    of float64's, under 7e-7 for the tokens that carry the mass of any row.
+    """
     import torch
 
-    largest_k = int(top_k.max())
-    if largest_k <= 0:
+    weight = workspace.get("weight", values, torch.float64)
+    exponent = weight.copy_(values)
+    exponent.sub_(row_max.to(torch.float64)[:, None]).div_(temperature[:, None])
+    rounded = workspace.get("log_weight", values, torch.float32)
+    rounded.copy_(exponent)
+    weight.copy_(torch.exp(rounded, out=workspace.get("weight32", values, torch.float32)))
+    return weight, rounded
+
+
+def _comes_after(values: torch.Tensor, token: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Whether ``token`` comes after ``other`` in (value desc, token id asc) order."""
+    mine = values.gather(1, token[:, None]).squeeze(1)
+    theirs = values.gather(1, other[:, None]).squeeze(1)
+    return (mine < theirs) | ((mine == theirs) & (token > other))
+
+
+def _top_k_threshold(walk: DescendingWalk, top_k: torch.Tensor, vocab: int) -> torch.Tensor | None:
+    """The k-th largest logit per row (ties at it are kept, as vLLM does), or None.
+
+    Found by counting tokens down the same walk, so one row's large k costs the
+    other rows nothing and costs no more than a small one.
+    """
+    import torch
+
+    bites = (top_k > 0) & (top_k < vocab)
+    if not bool(bites.any()):
         return None
-    k = torch.where(top_k > 0, top_k.clamp(max=vocab), torch.full_like(top_k, vocab))
-    values = logits.topk(min(largest_k, vocab), dim=-1).values
-    threshold = values.gather(1, (k.clamp(max=values.shape[1]) - 1)[:, None]).squeeze(1)
-    return torch.where(top_k > 0, threshold, torch.full_like(threshold, float("-inf")))
-
-
-@dataclass(frozen=True)
-class _Crossing:
-    token_id: torch.Tensor
-    weight: torch.Tensor
-    #: Cumulative weight up to and including the token.
-    mass_through: torch.Tensor
-
-
-class _CdfWalk:
-    """The weighted histogram of one step, shared by the top-p and the u crossing."""
-
-    def __init__(
-        self,
-        logits: torch.Tensor,
-        log_weight: torch.Tensor,
-        weight: torch.Tensor,
-        row_max: torch.Tensor,
-        temperature: torch.Tensor,
-        k_threshold: torch.Tensor | None,
-        workspace: Workspace,
-    ) -> None:
-        import torch
-
-        self.logits, self.row_max, self.temperature = logits, row_max, temperature
-        self.k_threshold = k_threshold
-        self.workspace = workspace
-        # Bin 0 holds the most probable tokens; -inf and NaN land in the last bin.
-        count = min(max(logits.shape[-1] // TOKENS_PER_BIN, 1), MAX_BINS)
-        scaled = workspace.get("scaled", logits)
-        torch.mul(log_weight, -count / LOG_WEIGHT_SPAN, out=scaled)
-        scaled.nan_to_num_(nan=count - 1).clamp_(min=0, max=count - 1)
-        self.bins = workspace.get("bins", logits, torch.int64)
-        self.bins.copy_(scaled)
-        histogram = torch.zeros(logits.shape[0], count, dtype=weight.dtype, device=logits.device)
-        histogram.scatter_add_(1, self.bins, weight)
-        self.cumulative = histogram.cumsum(dim=-1)
-        self.histogram = histogram
-        self.totals = self.cumulative[:, -1]
-        # Bins past the last non-empty one repeat the total; never stop in them.
-        self.last_bin = (self.cumulative < self.totals[:, None]).sum(dim=-1)
-
-    def crossing(self, target: torch.Tensor, *, inclusive: bool) -> _Crossing:
-        """The first token (in descending order) whose cumulative weight exceeds
-        ``target`` (or reaches it, if ``inclusive``)."""
-        import torch
-
-        past = (
-            self.cumulative < target[:, None] if inclusive else self.cumulative <= target[:, None]
-        )
-        bin_index = torch.minimum(past.sum(dim=-1), self.last_bin)
-        before = (
-            self.cumulative.gather(1, bin_index[:, None])
-            - self.histogram.gather(1, bin_index[:, None])
-        ).squeeze(1)
-
-        rows = self.logits.shape[0]
-        in_bin = torch.eq(
-            self.bins, bin_index[:, None], out=self.workspace.get("in_bin", self.logits, torch.bool)
-        )
-        # Compact the bin's tokens into a small [rows, width] table; nonzero lists
-        # them row by row in token-id order, which is the order ties need.
-        row, token = in_bin.nonzero(as_tuple=True)
-        counts = torch.bincount(row, minlength=rows)
-        width = max(int(counts.max()), 1)
-        column = torch.arange(row.numel(), device=row.device) - (counts.cumsum(0) - counts)[row]
-        values = torch.full((rows, width), float("-inf"), device=self.logits.device)
-        values[row, column] = self.logits[row, token]
-        token_ids = torch.zeros((rows, width), dtype=torch.int64, device=self.logits.device)
-        token_ids[row, column] = token
-        values, by_value = values.sort(dim=-1, descending=True, stable=True)
-        token_ids = token_ids.gather(1, by_value)
-
-        # The same float32 arithmetic as the histogram's weights, so both agree.
-        weights = (
-            (values - self.row_max[:, None]) / self.temperature.to(values.dtype)[:, None]
-        ).exp()
-        if self.k_threshold is not None:
-            weights = weights.masked_fill(values < self.k_threshold[:, None], 0.0)
-        through = before[:, None] + weights.cumsum(dim=-1)
-        past = through < target[:, None] if inclusive else through <= target[:, None]
-        positive = (weights > 0).sum(dim=-1)
-        position = torch.minimum(past.sum(dim=-1), (positive - 1).clamp(min=0))[:, None]
-        return _Crossing(
-            token_ids.gather(1, position).squeeze(1),
-            weights.gather(1, position).squeeze(1),
-            through.gather(1, position).squeeze(1),
-        )
+    k = torch.where(bites, top_k, torch.full_like(top_k, vocab)).to(torch.float64)
+    kth = walk.counts().crossing(k, inclusive=True)
+    threshold = walk.values.gather(1, kth.token_id[:, None]).squeeze(1)
+    return torch.where(bites, threshold, torch.full_like(threshold, float("-inf")))
 
 
 def force_tokens(logits: torch.Tensor, rows: torch.Tensor, token_id: torch.Tensor) -> None:

@@ -7,10 +7,11 @@ process environment, which wins over the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qr_sampler.errors import ConfigValidationError
@@ -21,9 +22,38 @@ DEFAULT_ENV_FILE = ".env"
 _S = TypeVar("_S", bound="QRSettings")
 
 
+# Values a template or a README holds where the real key goes.
+_PLACEHOLDER = re.compile(
+    r"<[^>]*>|\.\.\.|x+|.*(?:changeme|change-me|placeholder|your[-_]|example).*", re.IGNORECASE
+)
+
+
 def env_file_path() -> str:
-    """The dotenv file every settings class reads."""
-    return os.environ.get(ENV_FILE_VARIABLE, DEFAULT_ENV_FILE)
+    """The dotenv file every settings class reads.
+
+    The default ``.env`` may be absent. A file named by ``QR_ENV_FILE`` must exist: a
+    server started from the wrong folder would otherwise run on defaults without a word.
+    """
+    path = os.environ.get(ENV_FILE_VARIABLE)
+    if path is None:
+        return DEFAULT_ENV_FILE
+    check_env_file(path, ENV_FILE_VARIABLE)
+    return path
+
+
+def check_env_file(path: str, named_by: str) -> None:
+    """Raise ``ConfigValidationError`` unless ``path`` is a readable dotenv file."""
+    where = f"{named_by}={path}"
+    if os.path.isdir(path):
+        raise ConfigValidationError(f"{where} is a directory; name the .env file in it")
+    if not os.path.exists(path):
+        relative = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        raise ConfigValidationError(f"{where}: no such file{relative}")
+
+
+def is_placeholder(value: str) -> bool:
+    """Whether a secret's value is template text (``<your-api-key>``) rather than a key."""
+    return bool(_PLACEHOLDER.fullmatch(value))
 
 
 class QRSettings(BaseSettings):
@@ -43,6 +73,19 @@ class QRSettings(BaseSettings):
 
     secret_fields: ClassVar[frozenset[str]] = frozenset()
 
+    @model_validator(mode="after")
+    def _secrets_are_not_placeholders(self) -> QRSettings:
+        # Sent as it is, a placeholder fails at the server with a puzzling rejection.
+        for field in sorted(self.secret_fields):
+            value = getattr(self, field, None)
+            if isinstance(value, str) and value and is_placeholder(value):
+                name = f"{self.env_prefix_value()}{field}".upper()
+                raise ValueError(
+                    f"{name} is the placeholder {value!r}, not a key: give the real key "
+                    f"(best in the shell at run time: {name}=...) or leave it empty for none"
+                )
+        return self
+
     @classmethod
     def load(cls: type[_S], env_file: str | None = None, **overrides: Any) -> _S:
         """Read the environment and the dotenv file; bad values raise ``ConfigValidationError``."""
@@ -53,7 +96,11 @@ class QRSettings(BaseSettings):
         except ValidationError as exc:
             raise ConfigValidationError(
                 describe_validation_error(
-                    exc, cls.env_prefix_value(), upper=True, secrets=cls.secret_fields
+                    exc,
+                    cls.env_prefix_value(),
+                    upper=True,
+                    secrets=cls.secret_fields,
+                    fields=cls.model_fields,
                 )
             ) from None
 
@@ -100,16 +147,28 @@ def mask_secret(value: str) -> str:
 
 
 def describe_validation_error(
-    exc: ValidationError, prefix: str, *, upper: bool, secrets: frozenset[str] = frozenset()
+    exc: ValidationError,
+    prefix: str,
+    *,
+    upper: bool,
+    secrets: frozenset[str] = frozenset(),
+    fields: Iterable[str] = (),
 ) -> str:
     """One line per problem, naming the variable or request key as the user wrote it."""
+
+    def named(field: str) -> str:
+        return f"{prefix}{field}".upper() if upper else f"{prefix}{field}"
+
     lines = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"])
-        if not field:  # a check across fields: its message names them
-            lines.append(error["msg"].removeprefix("Value error, "))
+        if not field:  # a check across fields: its message names them, by field name
+            message = error["msg"].removeprefix("Value error, ")
+            for known in sorted(fields, key=len, reverse=True):
+                message = re.sub(rf"(?<![\w.]){known}(?!\w)", named(known), message)
+            lines.append(message)
             continue
-        name = f"{prefix}{field}".upper() if upper else f"{prefix}{field}"
+        name = named(field)
         # A rejected secret is still a secret: never echo it back.
         shown = "" if field in secrets else f" (got {error.get('input')!r})"
         lines.append(f"{name}: {error['msg']}{shown}")

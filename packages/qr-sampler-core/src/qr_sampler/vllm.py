@@ -6,6 +6,11 @@
   ``add_request(slot, params)``, ``apply(logits, ctx)``; rows map to request slots
   through the context.
 
+Both runners sample rows whose token vLLM then drops (a prompt prefilled in chunks
+emits nothing until its last chunk). Model Runner V2's request state says which
+rows those are, so they get no entropy; the V1 runner does not, so their records
+are held back until vLLM books the token (``qr_sampler.emission``).
+
 The class subclasses every base that the installed vLLM provides, so either
 loader accepts it. Importing this module never initialises CUDA.
 """
@@ -22,9 +27,12 @@ import numpy as np
 
 from qr_sampler.arms import ArmPolicy
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, resolve_options
+from qr_sampler.emission import EmissionGate
+from qr_sampler.environment import unknown_in_effect
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.plugins import get_registry
 from qr_sampler.sampler import QRSampler
+from qr_sampler.settings import env_file_path
 from qr_sampler.tensor_parallel import vllm_tensor_parallel_group
 
 if TYPE_CHECKING:
@@ -67,6 +75,15 @@ def _admission_arms() -> ArmPolicy:
     return ArmPolicy.from_config(QRSamplerConfig.load())
 
 
+def _end_token_id(vllm_config: Any) -> int | None:
+    """The model's end-of-sequence token, which strict mode uses to end a request."""
+    model_config = getattr(vllm_config, "model_config", None)
+    eos = getattr(getattr(model_config, "hf_text_config", None), "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0] if eos else None
+    return eos if isinstance(eos, int) else None
+
+
 def _log_where_vllm_logs() -> None:
     """Give qr-sampler's loggers the handlers vLLM configured for its own.
 
@@ -78,6 +95,9 @@ def _log_where_vllm_logs() -> None:
         return
     for handler in theirs.handlers:
         ours.addHandler(handler)
+    # vLLM's logger does not propagate; ours must not either once it has the same
+    # handlers, or a root handler (an embedding app's, pytest's) prints each line twice.
+    ours.propagate = theirs.propagate
     if ours.level == logging.NOTSET:
         ours.setLevel(theirs.getEffectiveLevel())
 
@@ -95,9 +115,25 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         if getattr(vllm_config, "speculative_config", None):
             raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
         self.runner = "v1" if len(engine_args) == 2 else "v2"
+        #: Model Runner V2's per-slot request state (prompt and prefill lengths); None on V1.
+        self.req_states = engine_args[0] if self.runner == "v2" else None
         _log_where_vllm_logs()
         self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
+        for variable in unknown_in_effect(self.sampler.registry, env_file_path()):
+            logger.warning("qr-sampler ignores %s", variable.message())
         config = self.sampler.config
+        #: V1: each slot's live output-token list, to see which tokens vLLM kept.
+        self.outputs: dict[int, Any] = {}
+        self.gate = EmissionGate(self.sampler.emit)
+        if self.runner == "v1":
+            self.sampler.emit = self.gate.hold
+        if config.fallback_mode == "error":
+            self.sampler.end_token_id = _end_token_id(vllm_config)
+            if self.sampler.end_token_id is None:
+                logger.warning(
+                    "strict mode: the model declares no eos_token_id, so an entropy outage "
+                    "longer than QR_STRICT_WAIT_S stops the engine instead of ending requests"
+                )
         logger.info(
             "qr-sampler active (%s runner): entropy source %r, fallback %s, amplifier %s, "
             "temperature %s",
@@ -124,7 +160,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         # Forcing a token changes the argmax: greedy requests must see it too.
         return False
 
-    def _admit(self, slot: int, sampling_params: Any) -> bool:
+    def _admit(self, slot: int, sampling_params: Any, output: list[int] | None = None) -> bool:
         try:
             options = self.sampler.resolve(_extra_args(sampling_params))
         except ConfigValidationError as exc:
@@ -133,25 +169,33 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             logger.error("request in slot %d left to vLLM's sampler: %s", slot, exc)
             self.sampler.table.clear(slot)
             return False
-        self.sampler.table.put(slot, options)
+        self.sampler.admit(slot, options, output)
         return not options.bypass
 
     # V1 runner -------------------------------------------------------------
 
     def update_state(self, batch_update: Any) -> None:
+        # vLLM booked the last step's tokens before this call and still holds the
+        # output lists of requests it is about to remove.
+        self.gate.settle()
         if batch_update is None:
             return
-        table = self.sampler.table
+        table, outputs = self.sampler.table, self.outputs
         # vLLM's contract: removed, then added, then moved.
         for index in batch_update.removed:
             table.clear(index)
-        for index, params, _prompt_ids, _output_ids in batch_update.added:
-            self._admit(index, params)
+            outputs.pop(index, None)
+        for index, params, _prompt_ids, output_ids in batch_update.added:
+            # vLLM extends output_ids after every step: its length is the position.
+            self._admit(index, params, output_ids)
+            outputs[index] = output_ids
         for first, second, direction in batch_update.moved:
             if direction.name == "SWAP":
                 table.swap(first, second)
+                outputs[first], outputs[second] = outputs.get(second), outputs.get(first)
             else:
                 table.move(first, second)
+                outputs[second] = outputs.pop(first, None)
 
     # Model Runner V2 -------------------------------------------------------
 
@@ -165,9 +209,30 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
 
     def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         if ctx is None:
-            slots = np.arange(logits.shape[0], dtype=np.int64)
-        else:
-            slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
-            if slots.shape[0] != logits.shape[0]:
-                raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
-        return self.sampler.sample(logits, slots)
+            self.gate.expect(self.outputs)
+            return self.sampler.sample(logits, np.arange(logits.shape[0], dtype=np.int64))
+        slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
+        if slots.shape[0] != logits.shape[0]:
+            raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
+        emitting, positions = self._v2_rows(slots, ctx)
+        return self.sampler.sample(logits, slots, emitting=emitting, positions=positions)
+
+    def _v2_rows(self, slots: np.ndarray, ctx: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """V2: which rows' samples vLLM keeps (the sequence reaches its prefill length),
+        and each row's index in its request's output (tokens visible to the one being
+        sampled, less the prompt; exact without speculative decoding, refused above)."""
+        seen = getattr(ctx, "seq_lens_upper_bound_np", None)
+        if seen is None:
+            return None, None
+        seen = np.asarray(seen[: len(slots)], dtype=np.int64)
+        prefill_len = _host_array(self.req_states, "prefill_len")
+        prompt_len = _host_array(self.req_states, "prompt_len")
+        kept = seen >= prefill_len[slots] if prefill_len is not None else None
+        positions = seen - prompt_len[slots] if prompt_len is not None else None
+        return kept, positions
+
+
+def _host_array(req_states: Any, name: str) -> np.ndarray | None:
+    """The host copy of one of Model Runner V2's per-slot request arrays, or ``None``
+    where the request state has none (records then count positions themselves)."""
+    return getattr(getattr(req_states, name, None), "np", None)

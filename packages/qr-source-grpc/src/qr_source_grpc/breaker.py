@@ -1,5 +1,11 @@
-"""Adaptive deadline and circuit breaker: a slow or dead server costs milliseconds, not
-seconds, before the core's fallback takes over."""
+"""Adaptive deadline and circuit breaker.
+
+The adaptive deadline notices a reply that is late by the server's own recent standard,
+so that a lost or stuck request is asked again early; it is never evidence that the server
+is down. Only failures at the full ``QR_GRPC_TIMEOUT_MS`` (or errors such as UNAVAILABLE)
+count toward opening the breaker, and a dead server then costs nothing until the next
+probe.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from qr_sampler import EntropyUnavailableError
 
@@ -17,6 +23,21 @@ from qr_source_grpc.settings import CircuitBreakerSettings
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+
+#: The adaptive deadline is never below this share of QR_GRPC_TIMEOUT_MS: on a loaded
+#: machine a healthy server's reply is often several times later than its p99.
+FLOOR_SHARE_OF_TIMEOUT = 0.05
+
+
+class Attempt(NamedTuple):
+    """What ``admit`` allows one call."""
+
+    timeout_s: float
+    #: The adaptive deadline, below QR_GRPC_TIMEOUT_MS: missing it only means "slower
+    #: than learned", so the caller asks again with the full timeout.
+    shortened: bool
+    #: The half-open probe, which decides whether the breaker closes.
+    probe: bool
 
 
 def _p99(values: list[float]) -> float:
@@ -48,47 +69,56 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
 
-    def admit(self) -> None:
-        """Let a call through, or raise at once while the breaker is open.
+    def admit(self, count: int, *, full_timeout: bool = False) -> Attempt:
+        """Let a call for ``count`` bytes through with its timeout, or raise at once while
+        the breaker is open.
 
-        After the recovery window one caller becomes the half-open probe; the others keep
-        failing fast until the probe has answered.
+        After the recovery window one caller becomes the half-open probe, with the full
+        QR_GRPC_TIMEOUT_MS (a deadline learned before the server slowed down would fail
+        it every time); the others keep failing fast until the probe has answered.
         """
         with self._lock:
-            if self._state == CLOSED:
-                return
-            waited = self._clock() - self._opened_at
-            if self._state == OPEN and waited >= self._settings.recovery_window_s:
-                self._state = HALF_OPEN
-            if self._state == HALF_OPEN and not self._probing:
-                self._probing = True
-                return
-            retry_in = max(0.0, self._settings.recovery_window_s - waited)
-            failures = self._failures
+            probe = self._admit_probe() if self._state != CLOSED else False
+        timeout_s = self._cap_ms / 1000.0 if probe or full_timeout else self.deadline_s(count)
+        return Attempt(timeout_s, timeout_s * 1000.0 < self._cap_ms, probe)
+
+    def _admit_probe(self) -> bool:
+        """With the lock held and the breaker not closed: True for the probe, else raise."""
+        waited = self._clock() - self._opened_at
+        if self._state == OPEN and waited >= self._settings.recovery_window_s:
+            self._state = HALF_OPEN
+        if self._state == HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        retry_in = max(0.0, self._settings.recovery_window_s - waited)
         raise EntropyUnavailableError(
-            f"circuit breaker open after {failures} consecutive transport failures; "
+            f"circuit breaker open after {self._failures} consecutive transport failures; "
             f"next probe in {retry_in:.1f} s"
         )
 
     def deadline_s(self, count: int) -> float:
         """The deadline for a call asking for ``count`` bytes.
 
-        max(min timeout, p99 x multiplier), capped by QR_GRPC_TIMEOUT_MS, which also applies
-        until there is a sample. A sample is scaled up when the call asks for more bytes than
-        it carried: a whole batch takes longer than one row, and a p99 learned on small
-        draws would otherwise time out every large one.
+        max(floor, p99 x multiplier), capped by QR_GRPC_TIMEOUT_MS, which also applies
+        until there is a sample. The floor is QR_CB_MIN_TIMEOUT_MS or 5% of
+        QR_GRPC_TIMEOUT_MS, whichever is larger. A sample is scaled up when the call asks
+        for more bytes than it carried: a whole batch takes longer than one row, and a p99
+        learned on small draws would otherwise time out every large one.
         """
         with self._lock:
             scaled = [ms * max(1.0, count / size) for ms, size in self._samples]
         if not scaled:
             return self._cap_ms / 1000.0
-        adaptive = max(
-            self._settings.min_timeout_ms, _p99(scaled) * self._settings.timeout_multiplier
-        )
+        floor = max(self._settings.min_timeout_ms, self._cap_ms * FLOOR_SHARE_OF_TIMEOUT)
+        adaptive = max(floor, _p99(scaled) * self._settings.timeout_multiplier)
         return min(adaptive, self._cap_ms) / 1000.0
 
-    def record_success(self, latency_ms: float, size: int) -> None:
+    def record_success(self, latency_ms: float, size: int, *, relearn: bool = False) -> None:
+        """A call that delivered; ``relearn`` (a probe, or a call that needed the full
+        timeout) drops the latencies learned before, which no longer describe the server."""
         with self._lock:
+            if relearn:
+                self._samples.clear()
             self._samples.append((latency_ms, size))
             self._state = CLOSED
             self._failures = 0

@@ -21,7 +21,7 @@ _RECONNECT_OPTIONS = (
 
 def is_local(address: str) -> bool:
     """True for unix sockets and loopback hosts, where a key cannot be sniffed in transit."""
-    if address.startswith("unix"):
+    if address.startswith(("unix:", "unix-abstract:")):
         return True
     host = address.rpartition(":")[0].strip("[]")
     if host == "localhost":

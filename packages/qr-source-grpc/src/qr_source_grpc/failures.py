@@ -8,6 +8,8 @@ help, so they fail the draw at once.
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 
@@ -17,6 +19,16 @@ class FetchError(Exception):
 
 class TransportError(FetchError):
     """Retried up to QR_GRPC_RETRY_COUNT; feeds the circuit breaker."""
+
+
+class DeadlineExceededError(TransportError):
+    """No (complete) reply before the attempt's deadline, whichever of gRPC or the
+    transport's own wait noticed first."""
+
+
+class OutOfTimeError(FetchError):
+    """The draw's own deadline passed before the exchange could start (the stream was
+    busy with other draws); not retried and not held against the server."""
 
 
 class ServerRejectedError(FetchError):
@@ -49,6 +61,10 @@ _REJECTION_HINTS = {
 }
 
 
+# What gRPC's TLS layer reports when the other side answers in plaintext (or not in TLS).
+_TLS_MISMATCH = re.compile(r"handshake failed|WRONG_VERSION_NUMBER|TSI_PROTOCOL_FAILURE", re.I)
+
+
 def from_rpc_error(error: grpc.RpcError, *, method: str, setting: str, count: int) -> FetchError:
     """Sort a failed call into a rejection or a transport failure, with a readable message."""
     # Every RpcError raised by a call also implements grpc.Call, which has code/details.
@@ -58,4 +74,11 @@ def from_rpc_error(error: grpc.RpcError, *, method: str, setting: str, count: in
     if hint is not None:
         cause = hint.format(method=method, setting=setting, count=count)
         return ServerRejectedError(f"{code.name}: {cause} (server: {details})")
-    return TransportError(f"{code.name} calling {method}: {details}")
+    if code is grpc.StatusCode.UNAVAILABLE and _TLS_MISMATCH.search(details):
+        return TransportError(
+            f"{code.name} calling {method}: the TLS handshake failed; with QR_GRPC_TLS=true the "
+            "server must speak TLS — if it serves plaintext, set QR_GRPC_TLS=false, otherwise "
+            f"check QR_GRPC_TLS_CA_FILE (details: {details})"
+        )
+    failure = DeadlineExceededError if code == grpc.StatusCode.DEADLINE_EXCEEDED else TransportError
+    return failure(f"{code.name} calling {method}: {details}")

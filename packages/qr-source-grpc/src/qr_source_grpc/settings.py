@@ -24,7 +24,9 @@ _METADATA_KEY = re.compile(r"(?!grpc-)[0-9a-z_.-]+(?<!-bin)")
 class GrpcSourceSettings(QRSettings):
     """Where the server is, how to call it, and how to authenticate."""
 
-    model_config = SettingsConfigDict(env_prefix="QR_GRPC_")
+    # pydantic's own error text quotes the start of a rejected value, and of every input
+    # when a check across fields fails: the key must not show up there.
+    model_config = SettingsConfigDict(env_prefix="QR_GRPC_", hide_input_in_errors=True)
     secret_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
 
     server_address: str = Field(
@@ -65,6 +67,13 @@ class GrpcSourceSettings(QRSettings):
     def _address_form(cls, value: str) -> str:
         if value.startswith("unix:"):
             return value
+        scheme, found, rest = value.partition("://")
+        if found:
+            # gRPC targets are not URLs; grpc would fail later with "Misformatted domain name".
+            tls = " and set QR_GRPC_TLS=true" if scheme.lower() in {"https", "grpcs"} else ""
+            raise ValueError(
+                f"takes no {scheme}:// scheme: write {rest.rstrip('/') or 'host:port'}{tls}"
+            )
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError("must be host:port or unix:///path/to/socket")
@@ -122,7 +131,9 @@ class CircuitBreakerSettings(QRSettings):
     model_config = SettingsConfigDict(env_prefix="QR_CB_")
 
     window_size: int = Field(default=100, ge=1, description="Latencies kept for the rolling p99")
-    min_timeout_ms: float = Field(default=5.0, gt=0, description="Floor of the adaptive deadline")
+    min_timeout_ms: float = Field(
+        default=50.0, gt=0, description="Floor of the adaptive deadline (also >= 5% of the timeout)"
+    )
     timeout_multiplier: float = Field(default=1.5, ge=1, description="Deadline = p99 x this")
     recovery_window_s: float = Field(default=10.0, ge=0, description="Open time before a probe")
     max_consecutive_failures: int = Field(

@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 import grpc
@@ -15,7 +16,12 @@ from qr_sampler.entropy.base import check_byte_count
 
 from qr_source_grpc.breaker import OPEN, CircuitBreaker
 from qr_source_grpc.channel import is_local, open_channel
-from qr_source_grpc.failures import ServerRejectedError, TransportError
+from qr_source_grpc.failures import (
+    DeadlineExceededError,
+    OutOfTimeError,
+    ServerRejectedError,
+    TransportError,
+)
 from qr_source_grpc.settings import CircuitBreakerSettings, GrpcSourceSettings
 from qr_source_grpc.transports import (
     BidiStreamingTransport,
@@ -30,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: Pieces of one large draw in flight at once, and the smallest piece worth a request.
 PIECES_IN_FLIGHT = 4
 MIN_PIECE = 256 * 1024
+#: How far past its deadline a draw waits for its chunks' own verdict.
+POOL_WAIT_SLACK_S = 0.1
 
 # mode -> (transport, the settings field that names its method)
 _MODES: dict[str, tuple[Callable[[grpc.Channel, str, str, Metadata], Transport], str]] = {
@@ -98,8 +106,15 @@ class GrpcEntropySource(EntropySource):
 
         pool = self._pool
         if pool is not None and len(sizes) > 1:
+            # Chunks may queue behind other draws' chunks; the wait for them is bounded
+            # too, with a little slack so that a chunk's own error (more telling) wins.
+            wait_s = give_up_at - time.monotonic() + POOL_WAIT_SLACK_S
             try:
-                return b"".join(pool.map(fetch_chunk, sizes))
+                return b"".join(pool.map(fetch_chunk, sizes, timeout=wait_s))
+            except FuturesTimeout:
+                raise self._unavailable(
+                    f"a draw of {n} bytes ran out of time waiting for its chunks"
+                ) from None
             except RuntimeError as exc:  # the pool was shut down: the source is closed
                 raise self._unavailable(str(exc)) from None
         # One exchange (on a stream, every piece requested up front), then top-ups.
@@ -128,22 +143,30 @@ class GrpcEntropySource(EntropySource):
 
     def _fetch(self, counts: list[int], give_up_at: float, n: int) -> list[bytes]:
         """Between 1 and ``count`` bytes for each count, from one successful exchange,
-        retrying transport failures."""
+        retrying transport failures.
+
+        A reply later than the adaptive deadline is asked for again at once with the full
+        QR_GRPC_TIMEOUT_MS; that costs no retry and no breaker failure (the server is
+        slower than learned, not down), and its success replaces what was learned.
+        """
         count = sum(counts)
         failures = 0
+        full_timeout = False
         while True:
-            timeout_s = min(self._breaker.deadline_s(count), give_up_at - time.monotonic())
-            if timeout_s <= 0:
+            if give_up_at <= time.monotonic():
                 raise self._unavailable(
                     f"a draw of {n} bytes ran out of time: the server's replies were short "
                     "or slow (a draw may take QR_GRPC_TIMEOUT_MS x (QR_GRPC_RETRY_COUNT + 1) "
                     "per chunk)"
                 )
-            self._breaker.admit()
-            start = time.perf_counter()
+            attempt = self._breaker.admit(count, full_timeout=full_timeout)
             try:
-                data = self._transport.fetch(counts, timeout_s)
+                exchange = self._transport.fetch(counts, attempt.timeout_s, give_up_at)
             except TransportError as exc:
+                if attempt.shortened and isinstance(exc, DeadlineExceededError):
+                    full_timeout = True
+                    logger.debug("no reply for %d bytes within the adaptive deadline", count)
+                    continue
                 self._breaker.record_failure()
                 failures += 1
                 logger.debug(
@@ -152,14 +175,18 @@ class GrpcEntropySource(EntropySource):
                 if failures > self._settings.retry_count:
                     raise self._unavailable(f"{exc} (attempts: {failures})") from None
                 continue
-            except ServerRejectedError as exc:
+            except (ServerRejectedError, OutOfTimeError) as exc:
                 self._breaker.record_rejection()
                 raise self._unavailable(str(exc)) from None
             except Exception as exc:  # e.g. a call on a channel closed by another thread
                 self._breaker.record_rejection()
                 raise self._unavailable(f"{type(exc).__name__}: {exc}") from None
-            latency_ms = (time.perf_counter() - start) * 1000.0
-            self._breaker.record_success(latency_ms, sum(map(len, data)))
+            data = exchange.pieces
+            self._breaker.record_success(
+                exchange.latency_s * 1000.0,
+                sum(map(len, data)),
+                relearn=attempt.probe or full_timeout,
+            )
             return data
 
     def _redact(self, text: object) -> str:

@@ -3,22 +3,43 @@ back for each.
 
 A transport returns between 1 and ``count`` bytes per piece or raises a ``FetchError``;
 topping up short replies, chunking, retries and the breaker are the source's business.
+
+Every wait here ends by a deadline of the transport's own (``time.monotonic()``), not only
+by gRPC's: a call whose gRPC deadline never fires (seen on a loaded machine) still gives
+up on time. gRPC's blocking iterators cannot time out, so replies are read on a thread of
+their own and handed over through a queue that can.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import TypeAlias
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, cast
 
 import grpc
 
-from qr_source_grpc.failures import MalformedReplyError, TransportError, from_rpc_error
-from qr_source_grpc.wire import decode_reply, encode_request
+from qr_source_grpc.failures import (
+    DeadlineExceededError,
+    FetchError,
+    MalformedReplyError,
+    OutOfTimeError,
+    TransportError,
+    from_rpc_error,
+)
+from qr_source_grpc.wire import decode_reply, decode_sequenced_reply, encode_request
 
 Metadata = tuple[tuple[str, str], ...]
+
+
+class Exchange(NamedTuple):
+    """The pieces one exchange got, and how long the server took (waits for a busy stream
+    excluded), which is what the adaptive deadline learns from."""
+
+    pieces: list[bytes]
+    latency_s: float
 
 
 class Transport(ABC):
@@ -29,33 +50,50 @@ class Transport(ABC):
         self.setting = setting
         self._metadata = metadata
 
-    def fetch(self, counts: Sequence[int], timeout_s: float) -> list[bytes]:
-        """One reply per count, each cut to its count, within ``timeout_s`` per piece."""
+    def fetch(self, counts: Sequence[int], timeout_s: float, give_up_at: float) -> Exchange:
+        """One reply per count, each cut to its count, within ``timeout_s`` for the whole
+        exchange and never past ``give_up_at`` (the draw's deadline, monotonic seconds)."""
         try:
-            replies = self._exchange(counts, timeout_s)
+            pieces, started = self._exchange(counts, timeout_s, give_up_at)
         except grpc.RpcError as exc:
             raise from_rpc_error(
                 exc, method=self.method, setting=self.setting, count=max(counts)
             ) from None
-        return [reply[:count] for reply, count in zip(replies, counts, strict=True)]
+        cut = [reply[:count] for reply, count in zip(pieces, counts, strict=True)]
+        return Exchange(cut, time.monotonic() - started)
 
     @abstractmethod
-    def _exchange(self, counts: Sequence[int], timeout_s: float) -> list[bytes]:
-        """For each count at least one byte (a server may send more than asked), or raise."""
+    def _exchange(
+        self, counts: Sequence[int], timeout_s: float, give_up_at: float
+    ) -> tuple[list[bytes], float]:
+        """For each count at least one byte (a server may send more than asked), and the
+        monotonic time the exchange started; or raise."""
 
     def close(self) -> None:  # noqa: B027 - only a transport that keeps a stream has state
-        """Release what the transport holds beyond the channel."""
+        """Release what the transport holds beyond the channel; never waits for a reply."""
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left until ``deadline``; raises once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceededError("DEADLINE_EXCEEDED: no time left for another call")
+    return left
 
 
 class _CallPerPiece(Transport):
     """A transport whose every piece is an RPC of its own."""
 
-    def _exchange(self, counts: Sequence[int], timeout_s: float) -> list[bytes]:
-        return [self._call_once(count, timeout_s) for count in counts]
+    def _exchange(
+        self, counts: Sequence[int], timeout_s: float, give_up_at: float
+    ) -> tuple[list[bytes], float]:
+        started = time.monotonic()
+        deadline = min(started + timeout_s, give_up_at)
+        return [self._call_once(count, deadline) for count in counts], started
 
     @abstractmethod
-    def _call_once(self, count: int, timeout_s: float) -> bytes:
-        """At least one byte or raise."""
+    def _call_once(self, count: int, deadline: float) -> bytes:
+        """At least one byte by ``deadline`` or raise."""
 
 
 class UnaryTransport(_CallPerPiece):
@@ -67,9 +105,67 @@ class UnaryTransport(_CallPerPiece):
         super().__init__(method, setting, metadata)
         self._call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
 
-    def _call_once(self, count: int, timeout_s: float) -> bytes:
-        raw = self._call(encode_request(count), timeout=timeout_s, metadata=self._metadata)
+    def _call_once(self, count: int, deadline: float) -> bytes:
+        left = _remaining(deadline)
+        future = self._call.future(encode_request(count), timeout=left, metadata=self._metadata)
+        try:
+            raw = future.result(timeout=left)
+        except grpc.FutureTimeoutError:
+            future.cancel()
+            raise DeadlineExceededError(
+                f"DEADLINE_EXCEEDED: no reply from {self.method} within {left * 1000:.0f} ms"
+            ) from None
+        except grpc.FutureCancelledError:  # the channel was closed under the call
+            raise TransportError(f"the call to {self.method} was cancelled") from None
         return decode_reply(raw)
+
+
+_END = object()  # the server ended the call normally
+_CLOSED = object()  # the client gave the call up
+
+
+class _ReplyReader:
+    """Reads one call's replies on a daemon thread so that waiting for the next one can
+    end at a deadline; gRPC's own iterator waits for as long as the call lives."""
+
+    def __init__(self, call: grpc.RpcContext, replies: Iterator[bytes]) -> None:
+        self._call = call
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        threading.Thread(
+            target=self._read, args=(replies,), name="qr-grpc-reply-reader", daemon=True
+        ).start()
+
+    def _read(self, replies: Iterator[bytes]) -> None:
+        try:
+            for raw in replies:
+                self._queue.put(raw)
+        except grpc.RpcError as exc:
+            self._queue.put(exc)
+            return
+        self._queue.put(_END)
+
+    def next(self, deadline: float) -> bytes | None:
+        """The next reply, or None when the server ended the call; raises ``DeadlineExceededError``
+        when nothing came by ``deadline``."""
+        try:
+            item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise DeadlineExceededError("DEADLINE_EXCEEDED: no reply on time") from None
+        if isinstance(item, grpc.RpcError):
+            raise item
+        if item is _CLOSED:
+            raise TransportError("the call was closed by the client (the source is closing)")
+        if item is _END:
+            return None
+        return cast(bytes, item)
+
+    def has_unread(self) -> bool:
+        return not self._queue.empty()
+
+    def close(self) -> None:
+        """Cancel the call and wake whoever waits for a reply at once."""
+        self._call.cancel()
+        self._queue.put(_CLOSED)
 
 
 class ServerStreamingTransport(_CallPerPiece):
@@ -85,75 +181,86 @@ class ServerStreamingTransport(_CallPerPiece):
         super().__init__(method, setting, metadata)
         self._call: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method)
 
-    def _call_once(self, count: int, timeout_s: float) -> bytes:
-        replies = self._call(encode_request(count), timeout=timeout_s, metadata=self._metadata)
+    def _call_once(self, count: int, deadline: float) -> bytes:
+        call = self._call(
+            encode_request(count), timeout=_remaining(deadline), metadata=self._metadata
+        )
+        reader = _ReplyReader(call, call)
         received = bytearray()
         try:
-            for raw in replies:
-                received += decode_reply(raw)
-                if len(received) >= count:
+            while len(received) < count:
+                raw = reader.next(deadline)
+                if raw is None:
                     break
+                received += decode_reply(raw)
         finally:
-            replies.cancel()  # a server that streams without end must stop sending
+            reader.close()  # a server that streams without end must stop sending
         if not received:
             raise MalformedReplyError(f"the stream {self.method} ended without a reply")
         return bytes(received)
 
 
-_StreamItem: TypeAlias = "bytes | grpc.RpcError | None"
-
-
 class _Stream:
-    """One open bidirectional call: requests go in through a queue, a thread reads replies.
+    """One open bidirectional call: requests go in through a queue, replies come out of a
+    ``_ReplyReader``. The call has no gRPC deadline because it outlives draws.
 
-    The reader thread exists so that waiting for a reply can time out: gRPC's blocking
-    iterator cannot, and the stream itself has no deadline because it outlives draws.
+    Requests are numbered from 1 in field 2. A server that echoes the number (as
+    ``qr_entropy``'s ``sequence_id`` does) has each reply matched to its request, so a
+    surplus reply is skipped instead of being taken for the answer to a later request. The
+    first reply tells whether the server echoes; a foreign protocol that uses field 2 for
+    something else (a timestamp, say) is read in order.
     """
 
     def __init__(
         self, call: grpc.StreamStreamMultiCallable[bytes, bytes], metadata: Metadata
     ) -> None:
         self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._replies: queue.SimpleQueue[_StreamItem] = queue.SimpleQueue()
-        self._call = call(iter(self._requests.get, None), metadata=metadata)
-        threading.Thread(target=self._read, name="qr-grpc-stream-reader", daemon=True).start()
+        rendezvous = call(iter(self._requests.get, None), metadata=metadata)
+        self._reader = _ReplyReader(rendezvous, rendezvous)
+        self._last_id = 0
+        self._echoes: bool | None = None
 
-    def _read(self) -> None:
-        try:
-            for raw in self._call:
-                self._replies.put(raw)
-        except grpc.RpcError as exc:
-            self._replies.put(exc)
-            return
-        self._replies.put(None)
+    def exchange(self, counts: Sequence[int], deadline: float) -> list[bytes]:
+        first = self._last_id + 1
+        for count in counts:
+            self._last_id += 1
+            self._requests.put(encode_request(count, self._last_id))
+        return [self._reply_to(first + i, deadline) for i in range(len(counts))]
 
-    def send(self, count: int) -> None:
-        self._requests.put(encode_request(count))
+    def _reply_to(self, sequence_id: int, deadline: float) -> bytes:
+        while True:
+            raw = self._reader.next(deadline)
+            if raw is None:
+                raise TransportError("the server closed the stream")
+            data, echoed = decode_sequenced_reply(raw)
+            if self._echoes is None:
+                self._echoes = echoed == sequence_id
+            if not self._echoes or echoed == sequence_id:
+                return data
+            if not 0 < echoed < sequence_id:
+                raise TransportError(
+                    f"a reply on the stream carries sequence_id {echoed}, which was never "
+                    "sent; the stream is out of step"
+                )
+            # A second reply to an earlier request: its bytes predate this request.
 
-    def receive(self, timeout_s: float) -> bytes:
-        try:
-            reply = self._replies.get(timeout=timeout_s)
-        except queue.Empty:
-            raise TransportError(
-                f"DEADLINE_EXCEEDED: no reply on the stream within {timeout_s * 1000:.0f} ms"
-            ) from None
-        if isinstance(reply, grpc.RpcError):
-            raise reply
-        if reply is None:
-            raise TransportError("the server closed the stream")
-        return decode_reply(reply)
+    def out_of_step(self) -> bool:
+        """Something arrived that no request of an exchange has read: a surplus reply, or
+        the end of the call. Its next reply could predate the next request."""
+        return self._reader.has_unread()
 
     def close(self) -> None:
         self._requests.put(None)  # ends the request iterator, so gRPC's sender thread exits
-        self._call.cancel()
+        self._reader.close()
 
 
 class BidiStreamingTransport(Transport):
-    """One stream kept open across draws; any failure discards it and the next exchange
-    opens a new one. Replies come back in request order, so exchanges take turns.
+    """One stream kept open across draws; exchanges take turns on it. Any failure, and any
+    reply nobody asked for, discards the stream and the next exchange opens a new one.
 
     A draw's pieces are all requested before the first reply is read, so the server
-    produces one piece while the previous one crosses the wire.
+    produces one piece while the previous one crosses the wire. Waiting for the stream
+    counts against the draw's deadline, not against the exchange's timeout.
     """
 
     def __init__(
@@ -163,24 +270,47 @@ class BidiStreamingTransport(Transport):
         self._call: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
+        self._closed = False
 
-    def _exchange(self, counts: Sequence[int], timeout_s: float) -> list[bytes]:
-        with self._lock:
-            if self._stream is None:
-                self._stream = _Stream(self._call, self._metadata)
-            stream = self._stream
+    def _exchange(
+        self, counts: Sequence[int], timeout_s: float, give_up_at: float
+    ) -> tuple[list[bytes], float]:
+        if not self._lock.acquire(timeout=max(0.0, give_up_at - time.monotonic())):
+            raise OutOfTimeError(
+                "the stream stayed busy with other draws until this draw's deadline"
+            )
+        try:
+            started = time.monotonic()
+            stream = self._open_stream()
             try:
-                for count in counts:
-                    stream.send(count)
-                return [stream.receive(timeout_s) for _ in counts]
+                return stream.exchange(counts, min(started + timeout_s, give_up_at)), started
             except BaseException:
                 # A late reply to this request would pair with the next one: start afresh.
-                stream.close()
-                self._stream = None
+                self._discard(stream)
                 raise
+        finally:
+            self._lock.release()
+
+    def _open_stream(self) -> _Stream:
+        if self._closed:
+            raise FetchError("the source is closed")
+        stream = self._stream
+        if stream is not None and stream.out_of_step():
+            self._discard(stream)
+            stream = None
+        if stream is None:
+            stream = self._stream = _Stream(self._call, self._metadata)
+        return stream
+
+    def _discard(self, stream: _Stream) -> None:
+        stream.close()
+        if self._stream is stream:
+            self._stream = None
 
     def close(self) -> None:
-        with self._lock:
-            if self._stream is not None:
-                self._stream.close()
-                self._stream = None
+        # Without the lock: a draw holding it may be waiting for a reply that never comes,
+        # and closing its stream is what wakes it.
+        self._closed = True
+        stream = self._stream
+        if stream is not None:
+            self._discard(stream)

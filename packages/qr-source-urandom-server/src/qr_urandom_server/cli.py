@@ -1,7 +1,9 @@
 """``qr-urandom-server``: run the reference entropy server from the command line.
 
 Exit status: 0 after a clean shutdown (SIGTERM or SIGINT), 1 when the server cannot start
-(e.g. the address is in use), 2 for bad command-line arguments.
+(e.g. the address is in use, a TLS file is unreadable), 2 for bad command-line arguments.
+The API key is read from ``$QR_URANDOM_SERVER_API_KEY`` or ``--api-key-file``, never from
+the command line, where ``ps`` would show it to every user of the machine.
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from qr_urandom_server import __version__
+from qr_urandom_server.security import (
+    API_KEY_VARIABLE,
+    DEFAULT_API_KEY_HEADER,
+    SecurityConfigError,
+    load_api_key,
+    server_credentials,
+)
 from qr_urandom_server.server import (
     _INT32_MAX,
     DEFAULT_DEVICE_ID,
     DEFAULT_MAX_BYTES_PER_REQUEST,
     DEFAULT_MAX_WORKERS,
+    DEFAULT_STREAM_IDLE_TIMEOUT_S,
     SERVICE_NAME,
     EntropyServer,
     ServerBindError,
@@ -58,6 +68,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+class _RefuseKeyInArgv(argparse.Action):
+    """``--api-key VALUE`` would put the key in ``ps`` output: refuse it, without echoing it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parser.error(
+            f"the API key is not taken on the command line, where ps shows it to every "
+            f"user; set ${API_KEY_VARIABLE} or use --api-key-file FILE"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every flag is documented in ``--help``)."""
     parser = argparse.ArgumentParser(
@@ -70,13 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
             "SIGTERM or SIGINT stops it gracefully (a second signal stops it at once)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
     )
     parser.add_argument(
         "--address",
         default=DEFAULT_ADDRESS,
         help=(
-            "where to listen: HOST:PORT (port 0 picks a free port; use 0.0.0.0:PORT to "
-            "accept connections from other hosts or containers) or unix:///path/to/socket"
+            "where to listen: HOST:PORT (port 0 picks a free port) or unix:///path/to/socket. "
+            "Without an API key and TLS, anyone who can reach the address can draw bytes: "
+            "listen on another interface than loopback only with both"
         ),
     )
     parser.add_argument(
@@ -96,6 +118,46 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_WORKERS,
         metavar="N",
         help="worker threads; each open StreamEntropy stream holds one while it is open",
+    )
+    parser.add_argument(
+        "--max-streams",
+        type=_int_in_range(0, 4095),
+        default=None,
+        metavar="N",
+        help=(
+            "most StreamEntropy streams open at once (default: 3/4 of --workers); more are "
+            "refused with RESOURCE_EXHAUSTED so that unary calls and health keep a worker. "
+            "Must be below --workers"
+        ),
+    )
+    parser.add_argument(
+        "--stream-idle-timeout",
+        type=_non_negative_float,
+        default=DEFAULT_STREAM_IDLE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="cancel a stream that sent no request for this long (0: never)",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help=(
+            f"require this file's content (or ${API_KEY_VARIABLE}) as the API key on every "
+            "call but health's"
+        ),
+    )
+    parser.add_argument(
+        "--api-key-header",
+        default=DEFAULT_API_KEY_HEADER,
+        metavar="NAME",
+        help="call metadata key that carries the API key (as the client's)",
+    )
+    parser.add_argument("--api-key", nargs="?", action=_RefuseKeyInArgv, help=argparse.SUPPRESS)
+    parser.add_argument("--tls-cert-file", metavar="FILE", help="PEM certificate chain: serve TLS")
+    parser.add_argument("--tls-key-file", metavar="FILE", help="PEM private key of the certificate")
+    parser.add_argument(
+        "--tls-client-ca-file",
+        metavar="FILE",
+        help="PEM roots: require client certificates they signed (mutual TLS)",
     )
     parser.add_argument(
         "--device-id",
@@ -146,16 +208,31 @@ def serve(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        parser.error("TLS needs both --tls-cert-file and --tls-key-file")
+    if args.tls_client_ca_file and not args.tls_cert_file:
+        parser.error("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
     _configure_logging(args.log_level)
     try:
+        credentials = (
+            server_credentials(args.tls_cert_file, args.tls_key_file, args.tls_client_ca_file)
+            if args.tls_cert_file
+            else None
+        )
         entropy_server = create_server(
             args.address,
             max_bytes_per_request=args.max_bytes_per_request,
             max_workers=args.workers,
+            max_streams=args.max_streams,
+            stream_idle_timeout_s=args.stream_idle_timeout,
             device_id=args.device_id,
+            api_key=load_api_key(args.api_key_file),
+            api_key_header=args.api_key_header,
+            credentials=credentials,
         )
-    except (ServerBindError, ValueError) as exc:
+    except (ServerBindError, SecurityConfigError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
 
@@ -164,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop_requested.is_set():
             logger.warning("second %s: stopping now", signal.Signals(signum).name)
-            entropy_server.server.stop(None)
+            entropy_server.abort()
             return
         logger.info("received %s", signal.Signals(signum).name)
         stop_requested.set()

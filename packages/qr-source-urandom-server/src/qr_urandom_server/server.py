@@ -34,6 +34,8 @@ from qr_urandom_server.proto.qr_entropy.v1.entropy_service_pb2 import (
     EntropyRequest,
     EntropyResponse,
 )
+from qr_urandom_server.security import ApiKeyInterceptor
+from qr_urandom_server.streams import RpcTracker
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +52,24 @@ STREAM_ENTROPY_METHOD_PATH = f"/{SERVICE_NAME}/StreamEntropy"
 #: Default per-request cap on ``bytes_needed`` (1 MiB).
 DEFAULT_MAX_BYTES_PER_REQUEST = 1 << 20
 #: Default size of the worker thread pool (each open stream holds one worker).
-DEFAULT_MAX_WORKERS = 16
+DEFAULT_MAX_WORKERS = 32
+#: Seconds a stream may wait for its next request before the server cancels it.
+DEFAULT_STREAM_IDLE_TIMEOUT_S = 300.0
 #: Default ``device_id`` put in every response.
 DEFAULT_DEVICE_ID = "urandom"
 
-_INT32_MAX = (1 << 31) - 1  # bytes_needed is an int32 on the wire
+_INT32_MAX = (1 << 31) - 1  # the largest cap: one message must stay well under 2 GiB
 _UNIX_PREFIXES = ("unix:", "unix-abstract:")
 _WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}  # noqa: S104
 
 
 class ServerBindError(RuntimeError):
     """The server could not listen on the requested address."""
+
+
+def default_max_streams(max_workers: int) -> int:
+    """Three quarters of the workers: the rest (at least one) stay for unary calls and health."""
+    return max_workers - max(1, max_workers // 4)
 
 
 def _validate_cap(max_bytes_per_request: int) -> int:
@@ -83,7 +92,8 @@ class EntropyServicer:
     status (gRPC has no per-message status). Each response echoes the request's
     ``sequence_id`` and carries ``generation_timestamp_ns`` (wall clock, ns since the epoch,
     taken when the bytes were drawn) and ``device_id``. An exception from the byte supply is
-    answered with ``UNAVAILABLE``.
+    answered with ``UNAVAILABLE``. ``tracker`` caps open streams (``RESOURCE_EXHAUSTED``
+    beyond it) and cancels idle ones.
     """
 
     def __init__(
@@ -92,10 +102,14 @@ class EntropyServicer:
         max_bytes_per_request: int = DEFAULT_MAX_BYTES_PER_REQUEST,
         device_id: str = DEFAULT_DEVICE_ID,
         byte_supply: ByteSupply = os.urandom,
+        tracker: RpcTracker | None = None,
     ) -> None:
         self.max_bytes_per_request = _validate_cap(max_bytes_per_request)
         self.device_id = device_id
         self._byte_supply = byte_supply
+        self.tracker = tracker or RpcTracker(
+            default_max_streams(DEFAULT_MAX_WORKERS), DEFAULT_STREAM_IDLE_TIMEOUT_S
+        )
 
     def _respond(self, request: EntropyRequest, context: grpc.ServicerContext) -> EntropyResponse:
         n = request.bytes_needed
@@ -131,21 +145,36 @@ class EntropyServicer:
             request.sequence_id,
             context.peer(),
         )
-        return self._respond(request, context)
+        with self.tracker.rpc():
+            return self._respond(request, context)
 
     def StreamEntropy(
         self, request_iterator: Iterator[EntropyRequest], context: grpc.ServicerContext
     ) -> Iterator[EntropyResponse]:
         """Answer every request on the stream with exactly one response, in order."""
-        logger.debug("StreamEntropy opened by %s", context.peer())
-        for request in request_iterator:
-            logger.debug(
-                "StreamEntropy bytes_needed=%d sequence_id=%d",
-                request.bytes_needed,
-                request.sequence_id,
-            )
-            yield self._respond(request, context)
-        logger.debug("StreamEntropy closed by %s", context.peer())
+        with self.tracker.rpc(), self.tracker.stream(context) as stream:
+            if stream is None:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this server already has {self.tracker.max_streams} streams open, its "
+                    "limit; close one, use GetEntropy, or retry later",
+                )
+            logger.debug("StreamEntropy opened by %s", context.peer())
+            try:
+                for request in request_iterator:
+                    stream.touch()
+                    logger.debug(
+                        "StreamEntropy bytes_needed=%d sequence_id=%d",
+                        request.bytes_needed,
+                        request.sequence_id,
+                    )
+                    yield self._respond(request, context)
+                    stream.touch()
+            except grpc.RpcError:
+                if not stream.timed_out:
+                    raise
+                return  # cancelled for idleness: nothing left to tell the client
+            logger.debug("StreamEntropy closed by %s", context.peer())
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         """A generic handler that serves this servicer as ``qr_entropy.EntropyService``."""
@@ -169,6 +198,14 @@ class EntropyServicer:
 def is_unix_address(address: str) -> bool:
     """True for ``unix:`` / ``unix-abstract:`` targets."""
     return address.startswith(_UNIX_PREFIXES)
+
+
+def _local_only(bind_address: str) -> bool:
+    """True for a unix socket or a loopback address: no other host can connect."""
+    if is_unix_address(bind_address):
+        return True
+    host = _split_tcp(bind_address)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _split_tcp(address: str) -> tuple[str, int]:
@@ -208,6 +245,8 @@ class EntropyServer:
         health_servicer: Any,
         bind_address: str,
         port: int,
+        api_key_required: bool = False,
+        tls: bool = False,
     ) -> None:
         self.server = server
         self.servicer = servicer
@@ -217,6 +256,8 @@ class EntropyServer:
         self.address = dial_address(bind_address, port)
         self._executor = executor
         self._stopped = False
+        self.api_key_required = api_key_required
+        self.tls = tls
 
     def start(self) -> None:
         """Start serving (returns immediately)."""
@@ -228,21 +269,42 @@ class EntropyServer:
             self.servicer.max_bytes_per_request,
             self.servicer.device_id,
         )
+        if not (self.api_key_required and self.tls) and not _local_only(self.bind_address):
+            logger.warning(
+                "%s is reachable from the network without %s: anyone who can reach it can "
+                "%s. Set an API key and TLS, or listen on 127.0.0.1 or a unix socket",
+                self.bind_address,
+                " or ".join(
+                    name
+                    for name, on in (("an API key", self.api_key_required), ("TLS", self.tls))
+                    if not on
+                ),
+                "draw bytes from it" if not self.api_key_required else "read the bytes it sends",
+            )
 
     def stop(self, grace: float | None = None) -> None:
         """Stop serving and block until done.
 
-        Health turns NOT_SERVING first; new RPCs are refused at once and RPCs in flight get
-        ``grace`` seconds to finish (``None`` or 0: cancelled immediately).
+        Health turns NOT_SERVING first. For up to ``grace`` seconds the server then goes on
+        answering, health included, until no entropy RPC is in flight; what is still open
+        after that is cancelled (``None`` or 0: at once). :meth:`abort` cuts it short.
         """
         if self._stopped:
             return
         self._stopped = True
         if self.health_servicer is not None:
             self.health_servicer.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        if grace:
+            self.servicer.tracker.wait_until_done(grace)
+        self.servicer.tracker.close()
+        self.server.stop(None).wait()
         self._executor.shutdown(wait=False)
         logger.info("stopped serving on %s", self.address)
+
+    def abort(self) -> None:
+        """Cancel every RPC at once, also during a graceful :meth:`stop` in another frame."""
+        self.servicer.tracker.close()
+        self.server.stop(None)
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         """Block until the server stops or ``timeout`` passes; True if it timed out."""
@@ -265,33 +327,57 @@ def create_server(
     *,
     max_bytes_per_request: int = DEFAULT_MAX_BYTES_PER_REQUEST,
     max_workers: int = DEFAULT_MAX_WORKERS,
+    max_streams: int | None = None,
+    stream_idle_timeout_s: float = DEFAULT_STREAM_IDLE_TIMEOUT_S,
     device_id: str = DEFAULT_DEVICE_ID,
     byte_supply: ByteSupply = os.urandom,
     enable_reflection: bool = True,
     enable_health: bool = True,
+    api_key: str | None = None,
+    api_key_header: str = "api-key",
+    credentials: grpc.ServerCredentials | None = None,
     options: Sequence[tuple[str, Any]] = (),
 ) -> EntropyServer:
     """Build and bind (but do not start) an entropy server on ``address``.
 
-    ``address`` is ``HOST:PORT`` (port 0 picks a free port) or ``unix:///path``. Raises
+    ``address`` is ``HOST:PORT`` (port 0 picks a free port) or ``unix:///path``. At most
+    ``max_streams`` streams (default three quarters of ``max_workers``) are open at once, so the
+    other workers stay free for unary calls and health; a stream with no request for
+    ``stream_idle_timeout_s`` (0: never) is cancelled. With ``api_key``, every call but
+    health's must carry it in the ``api_key_header`` metadata; with ``credentials``
+    (:func:`qr_urandom_server.security.server_credentials`) the port speaks TLS. Raises
     :class:`ValueError` for bad arguments and :class:`ServerBindError` when the address
     cannot be bound (in use, permission denied, missing directory).
     """
     if max_workers < 1:
         raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+    if max_streams is None:
+        max_streams = default_max_streams(max_workers)
+    if not 0 <= max_streams < max_workers:
+        raise ValueError(
+            f"max_streams must be between 0 and max_workers - 1 ({max_workers - 1}), got "
+            f"{max_streams}: each open stream holds a worker, and unary calls and health "
+            "need at least one"
+        )
+    if not stream_idle_timeout_s >= 0:
+        raise ValueError(f"stream_idle_timeout_s must be >= 0, got {stream_idle_timeout_s}")
     if not is_unix_address(address):
         _split_tcp(address)
+    interceptors: list[grpc.ServerInterceptor] = (
+        [ApiKeyInterceptor(api_key, api_key_header)] if api_key else []
+    )
     servicer = EntropyServicer(
         max_bytes_per_request=max_bytes_per_request,
         device_id=device_id,
         byte_supply=byte_supply,
+        tracker=RpcTracker(max_streams, stream_idle_timeout_s),
     )
     executor = futures.ThreadPoolExecutor(
         max_workers=max_workers, thread_name_prefix="qr-urandom-server"
     )
     # Without this Linux lets a second server bind a port that is already in use.
     server_options = [("grpc.so_reuseport", 0), *options]
-    server = grpc.server(executor, options=server_options)
+    server = grpc.server(executor, options=server_options, interceptors=interceptors)
     server.add_generic_rpc_handlers((servicer.rpc_handler(),))
 
     health_servicer = None
@@ -307,7 +393,11 @@ def create_server(
         reflection.enable_server_reflection(service_names, server)
 
     try:
-        port = server.add_insecure_port(address)
+        port = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
     except RuntimeError as exc:  # recent grpcio raises; older releases returned 0
         port = 0
         cause: Exception | None = exc
@@ -328,6 +418,8 @@ def create_server(
         health_servicer=health_servicer,
         bind_address=address,
         port=port,
+        api_key_required=bool(api_key),
+        tls=credentials is not None,
     )
 
 

@@ -9,13 +9,15 @@ import numpy as np
 
 from qr_sampler.calibration import calibrate
 from qr_sampler.cli.output import print_json
-from qr_sampler.cli.probe_command import _positive
+from qr_sampler.cli.probe_command import whole_number_up_to
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.health import HealthCutoffs
 from qr_sampler.errors import EntropyUnavailableError, QRSamplerError
 
 _CHUNK = 1 << 20
+# Every byte is held for the statistics: a bound that any machine can hold.
+MAX_BYTES = 1 << 30
 
 
 def add_parser(commands: Any) -> None:
@@ -30,10 +32,10 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--bytes",
-        type=_positive,
+        type=whole_number_up_to(MAX_BYTES),
         default=4 << 20,
         metavar="N",
-        help="bytes to draw (default 4 MiB)",
+        help=f"bytes to draw, 1 to {MAX_BYTES} (default 4 MiB)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(run=run)

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-from qr_sampler.cli.output import print_json
-from qr_sampler.environment import (
-    environment_names,
-    known_variables,
-    read_env_file,
-    settings_classes,
-    unknown_variables,
-)
+from qr_sampler.cli.output import print_json, setting_text
+from qr_sampler.config import QRSamplerConfig
+from qr_sampler.environment import process_settings, settings_classes, unknown_in_effect
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.plugins import get_registry
-from qr_sampler.settings import env_file_path
+from qr_sampler.record_file import check_log_path
+from qr_sampler.registered import unregistered_names
+from qr_sampler.settings import check_env_file, env_file_path
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "config",
         help="show the effective configuration",
-        description="Show the configuration core and every installed source would use, "
-        "with secrets masked. Unknown QR_* variables in the environment or the env file "
-        "are errors (exit 1).",
+        description="Show every setting core and each installed source would use, with "
+        "secrets masked. Exit 1 on any error: an unknown QR_* variable in the environment "
+        "or the env file (with a did-you-mean), an invalid value, a name no plugin "
+        "registered, a placeholder key, or an env file that does not exist.",
     )
     parser.add_argument(
         "--env-file",
@@ -38,17 +35,17 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.env_file if args.env_file is not None else env_file_path()
-    if args.env_file is not None and not os.path.isfile(path):
-        raise ConfigValidationError(f"env file {path!r} does not exist")
+    try:
+        if args.env_file is not None:
+            check_env_file(args.env_file, "--env-file")
+        path = args.env_file if args.env_file is not None else env_file_path()
+    except ConfigValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     registry = get_registry()
-    origins = [("environment", environment_names())]
-    if os.path.isfile(path):
-        origins.append((path, list(read_env_file(path))))
-    unknown = unknown_variables(origins, known_variables(registry))
-    problems = [variable.message() for variable in unknown]
+    problems = [variable.message() for variable in unknown_in_effect(registry, path)]
 
-    effective: dict[str, dict[str, Any]] = {}
+    effective: dict[str, dict[str, Any]] = {"process": dict(process_settings())}
     for owner, classes in settings_classes(registry).items():
         values: dict[str, Any] = {}
         for settings in classes:
@@ -57,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
             except ConfigValidationError as exc:
                 problems.append(f"{owner}: {exc}")
                 continue
+            if isinstance(loaded, QRSamplerConfig):
+                problems += unregistered_names(loaded, registry)
+                try:
+                    check_log_path(loaded.log_path)
+                except ConfigValidationError as exc:
+                    problems.append(f"{owner}: {exc}")
             prefix = settings.env_prefix_value().upper()
             values.update({f"{prefix}{k.upper()}": v for k, v in loaded.redacted().items()})
         effective[owner] = values
@@ -64,11 +67,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"env_file": path, "settings": effective, "errors": problems})
     else:
-        print(f"# env file: {path}{'' if os.path.isfile(path) else ' (not found)'}")
+        print(f"# env file: {path}{'' if _exists(path) else ' (not found)'}")
         for owner, values in effective.items():
             print(f"\n[{owner}]")
             for name, value in values.items():
-                print(f"{name}={'' if value is None else value}")
+                print(f"{name}={setting_text(value)}")
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _exists(path: str) -> bool:
+    try:
+        check_env_file(path, "")
+    except ConfigValidationError:
+        return False
+    return True

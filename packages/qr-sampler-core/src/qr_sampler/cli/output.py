@@ -19,3 +19,10 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
                 str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)
             ).rstrip()
         )
+
+
+def setting_text(value: Any) -> str:
+    """A value as it would be written in a dotenv file: ``true``, not ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,15 @@ import numpy as np
 from qr_sampler.cli.output import print_json
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.factory import build_entropy_source
-from qr_sampler.errors import EntropyUnavailableError, QRSamplerError
+from qr_sampler.environment import unknown_in_effect
+from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError, QRSamplerError
+from qr_sampler.plugins import get_registry
+from qr_sampler.record_file import check_log_path
+from qr_sampler.settings import env_file_path
+
+# A probe measures; it is not a bulk download. 64 MiB per draw is far above any token's need.
+MAX_BYTES = 64 * 1024 * 1024
+MAX_COUNT = 10_000
 
 
 def add_parser(commands: Any) -> None:
@@ -20,32 +29,54 @@ def add_parser(commands: Any) -> None:
         help="draw from the configured entropy source and report latency",
         description="Build the source named by QR_ENTROPY_SOURCE_TYPE, draw from it COUNT "
         "times (without the fallback, so failures show), and print latency p50/p99, "
-        "throughput and the source's health. Exits 2 if the source fails.",
+        "throughput and the source's health. Refuses to probe when the configuration has "
+        "an error `qr-sampler config` reports (unknown QR_* names included). Exits 2 if "
+        "the configuration is wrong, QR_LOG_PATH cannot be written, or the source fails.",
     )
     parser.add_argument(
         "--bytes",
-        type=_positive,
+        type=whole_number_up_to(MAX_BYTES),
         default=20480,
         metavar="N",
-        help="bytes per draw (default 20480, one token's worth)",
+        help=f"bytes per draw, 1 to {MAX_BYTES} (default 20480, one token's worth)",
     )
     parser.add_argument(
-        "--count", type=_positive, default=20, metavar="K", help="number of draws (default 20)"
+        "--count",
+        type=whole_number_up_to(MAX_COUNT),
+        default=20,
+        metavar="K",
+        help=f"number of draws, 1 to {MAX_COUNT} (default 20)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(run=run)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def whole_number_up_to(limit: int) -> Callable[[str], int]:
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not 1 <= value <= limit:
+            raise argparse.ArgumentTypeError(f"must be between 1 and {limit}, got {value}")
+        return value
+
+    # argparse names the type in its messages.
+    whole_number.__name__ = "number"
+    return whole_number
 
 
 def run(args: argparse.Namespace) -> int:
     config = QRSamplerConfig.load()
-    source = build_entropy_source(config).primary
+    # The engine would refuse to start with this records file: say so before probing.
+    check_log_path(config.log_path)
+    registry = get_registry()
+    unknown = [variable.message() for variable in unknown_in_effect(registry, env_file_path())]
+    if unknown:
+        raise ConfigValidationError(
+            "; ".join(unknown) + " (these would be ignored: fix them, then probe again)"
+        )
+    source = build_entropy_source(config, registry).primary
     latencies = []
     try:
         for _ in range(args.count):

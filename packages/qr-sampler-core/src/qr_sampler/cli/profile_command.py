@@ -9,6 +9,7 @@ from typing import Any
 from qr_sampler.cli.output import print_table
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.environment import read_env_file
+from qr_sampler.errors import QRSamplerError
 from qr_sampler.plugins import get_registry
 from qr_sampler.profile_check import check_profile
 from qr_sampler.profiles import (
@@ -100,7 +101,11 @@ def run_new(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    profile = find_profile(deployments_dir(args.deployments), args.profile)
+    try:
+        profile = find_profile(deployments_dir(args.deployments), args.profile)
+    except QRSamplerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     found = check_profile(profile, get_registry())
     for error in found.errors:
         print(f"error: {error}", file=sys.stderr)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,18 @@ def add_parser(commands: Any) -> None:
     new.set_defaults(run=run_new)
 
 
+def _installed_as(names: SourceNames) -> str | None:
+    try:
+        version = importlib.metadata.version(names.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    else:
+        return f"the distribution {names.distribution} {version}"
+    if importlib.util.find_spec(names.package) is not None:
+        return f"the import package {names.package}"
+    return None
+
+
 def run_new(args: argparse.Namespace) -> int:
     names = SourceNames.from_name(args.name)
     # Two plugins registering one name is an error at load time; catch it now.
@@ -44,6 +58,13 @@ def run_new(args: argparse.Namespace) -> int:
     if taken is not None:
         owner = taken.provider.distribution or taken.provider.plugin
         raise QRSamplerError(f"source name {names.name!r} is already registered by {owner}")
+    # Installing the new package would replace (uninstall) the one that has its name.
+    installed = _installed_as(names)
+    if installed:
+        raise QRSamplerError(
+            f"{installed} is already installed here, and `pip install` of the new package "
+            f"would replace it; choose another name than {args.name!r}"
+        )
     root = create_source_package(names, args.dir)
     print(f"created {root}")
     print("next:")

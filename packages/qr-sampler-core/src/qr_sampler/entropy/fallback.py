@@ -14,6 +14,11 @@ from qr_sampler.errors import EntropyUnavailableError
 
 logger = logging.getLogger(__name__)
 
+# Strict-mode retry pauses: quick enough to ride out a blip, capped so that a
+# recovered source is noticed within a fraction of a second.
+_FIRST_PAUSE_S = 0.02
+_MAX_PAUSE_S = 0.5
+
 
 @dataclass(frozen=True)
 class EntropyDraw:
@@ -30,9 +35,11 @@ class EntropyDraw:
 class FallbackEntropySource(EntropySource):
     """Serves from ``primary``; on ``EntropyUnavailableError`` serves from ``fallback``.
 
-    With ``fallback=None`` (``QR_FALLBACK_MODE=error``) the error propagates, which
-    is what a strict experiment wants: no token from any other source. ``health``
-    tests every byte the primary delivers; a draw that fails them is not used.
+    With ``fallback=None`` (``QR_FALLBACK_MODE=error``) no other source is ever used,
+    which is what a strict experiment wants: the draw retries the primary with backoff
+    for up to ``strict_wait_s`` (a short outage only delays the step), then the error
+    propagates and the caller ends the step's requests. ``health`` tests every byte
+    the primary delivers; a draw that fails them is not used.
     """
 
     def __init__(
@@ -40,10 +47,12 @@ class FallbackEntropySource(EntropySource):
         primary: EntropySource,
         fallback: EntropySource | None,
         health: HealthTests | None = None,
+        strict_wait_s: float = 0.0,
     ) -> None:
         self.primary = primary
         self.fallback = fallback
         self.health = health
+        self.strict_wait_s = strict_wait_s
         self.name = primary.name
         self._lock = threading.Lock()
         self._failing = False
@@ -54,13 +63,7 @@ class FallbackEntropySource(EntropySource):
         check_byte_count(n)
         start = time.perf_counter()
         try:
-            data = self.primary.get_random_bytes(n)
-            if len(data) != n:
-                raise EntropyUnavailableError(
-                    f"source {self.primary.name!r} returned {len(data)} bytes, expected {n}"
-                )
-            if self.health is not None:
-                self.health.check(data)
+            data = self._from_primary(n) if self.fallback is not None else self._strict(n, start)
         except EntropyUnavailableError as exc:
             if self.fallback is None:
                 raise
@@ -72,6 +75,34 @@ class FallbackEntropySource(EntropySource):
 
     def get_random_bytes(self, n: int) -> bytes:
         return self.draw(n).data
+
+    def _from_primary(self, n: int) -> bytes:
+        data = self.primary.get_random_bytes(n)
+        if len(data) != n:
+            raise EntropyUnavailableError(
+                f"source {self.primary.name!r} returned {len(data)} bytes, expected {n}"
+            )
+        if self.health is not None:
+            self.health.check(data)
+        return data
+
+    def _strict(self, n: int, start: float) -> bytes:
+        """The primary's bytes, retried with doubling pauses until ``strict_wait_s``."""
+        deadline = start + self.strict_wait_s
+        pause = _FIRST_PAUSE_S
+        while True:
+            try:
+                return self._from_primary(n)
+            except EntropyUnavailableError as exc:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    raise EntropyUnavailableError(
+                        f"{exc} (strict mode, QR_FALLBACK_MODE=error: source "
+                        f"{self.primary.name!r} retried for {self.strict_wait_s:g} s, "
+                        "QR_STRICT_WAIT_S)"
+                    ) from exc
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _MAX_PAUSE_S)
 
     def _note_failure(self, exc: EntropyUnavailableError) -> None:
         # One warning per outage, not one per token: a dead server must not flood logs.

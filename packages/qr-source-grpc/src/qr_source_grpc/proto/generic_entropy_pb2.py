@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*qr_source_grpc/proto/generic_entropy.proto\x12\x0eqr_source_grpc\"!\n\x10\x42yteCountRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\"\x1d\n\rBytesResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*qr_source_grpc/proto/generic_entropy.proto\x12\x0eqr_source_grpc\"6\n\x10\x42yteCountRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\"2\n\rBytesResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qr_source_grpc.proto.generi
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BYTECOUNTREQUEST']._serialized_start=62
-  _globals['_BYTECOUNTREQUEST']._serialized_end=95
-  _globals['_BYTESRESPONSE']._serialized_start=97
-  _globals['_BYTESRESPONSE']._serialized_end=126
+  _globals['_BYTECOUNTREQUEST']._serialized_end=116
+  _globals['_BYTESRESPONSE']._serialized_start=118
+  _globals['_BYTESRESPONSE']._serialized_end=168
 # @@protoc_insertion_point(module_scope)

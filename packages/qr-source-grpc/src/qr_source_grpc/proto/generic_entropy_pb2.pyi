@@ -5,13 +5,17 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ByteCountRequest(_message.Message):
-    __slots__ = ("count",)
+    __slots__ = ("count", "sequence_id")
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
     count: int
-    def __init__(self, count: _Optional[int] = ...) -> None: ...
+    sequence_id: int
+    def __init__(self, count: _Optional[int] = ..., sequence_id: _Optional[int] = ...) -> None: ...
 
 class BytesResponse(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "sequence_id")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_ID_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    sequence_id: int
+    def __init__(self, data: _Optional[bytes] = ..., sequence_id: _Optional[int] = ...) -> None: ...

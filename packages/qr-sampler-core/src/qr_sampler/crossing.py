@@ -1,0 +1,291 @@
+"""Where a running sum over each row, taken in descending value order, crosses a target.
+
+Sorting a whole vocabulary per row would cost far more than vLLM's own sampling
+step, so the running sum is located in stages instead, each a few passes over
+the rows:
+
+1. A histogram of the summed quantity over bins of the tokens' log-weights finds
+   the bin where the sum crosses the target (bin 0 holds the largest values).
+2. When that bin holds few tokens in every row, they are compacted and sorted.
+   When it holds many (flat, tied or near-flat rows), a finer histogram over the
+   exact value range of that bin is taken instead, as often as needed, until the
+   crossing bin is small or holds one value only; the tokens tied at that value
+   are then counted off in token-id order rather than sorted.
+
+Sums are float64 and every stage adds the same float64 quantities, so the
+crossing found is the one a float64 walk over the sorted row would find, up to
+float64 rounding. Only comparisons, arithmetic and scatters touch the whole
+vocabulary: no sort of it, and no per-row Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+#: Histogram bins per row, spanning log-weights 0 (the top token) to -LOG_WEIGHT_SPAN:
+#: about TOKENS_PER_BIN tokens a bin for small vocabularies, at most MAX_BINS.
+MAX_BINS = 4096
+TOKENS_PER_BIN = 32
+#: Tokens below exp(-LOG_WEIGHT_SPAN) of the top token share the last bin.
+LOG_WEIGHT_SPAN = 40.0
+#: A crossing bin this large in some row is refined instead of sorted.
+SORT_LIMIT = 2048
+#: Bins of each refining histogram over one bin's value range.
+FINE_BINS = 4096
+#: Refinements before the crossing bin is sorted whatever its size: float32 values
+#: need at most three (4096^3 steps split any bin down to single values).
+MAX_REFINEMENTS = 8
+#: exp(x) is 0 in float64 below this: lower values never carry weight.
+LOWEST_EXPONENT = -746.0
+
+
+@dataclass(frozen=True)
+class Crossing:
+    token_id: torch.Tensor
+    #: The token's own quantity, and the running sum up to and including it.
+    amount: torch.Tensor
+    through: torch.Tensor
+
+
+class DescendingWalk:
+    """The tokens of each row in (value descending, token id ascending) order.
+
+    ``log_weight`` (float32, <= 0, monotone in ``values``) places the tokens into
+    bins; it is overwritten. ``floor`` is the lowest value with any weight.
+    """
+
+    def __init__(
+        self,
+        values: torch.Tensor,
+        log_weight: torch.Tensor,
+        floor: torch.Tensor,
+        buffer: Callable[[str, torch.dtype], torch.Tensor],
+    ) -> None:
+        import torch
+
+        self.values, self.floor, self.buffer = values, floor, buffer
+        bins = buffer("bins", torch.int64)
+        count = min(max(values.shape[-1] // TOKENS_PER_BIN, 1), MAX_BINS)
+        # NaN (rows flagged invalid) and -inf land in the last bin.
+        torch.mul(log_weight, -count / LOG_WEIGHT_SPAN, out=log_weight)
+        log_weight.nan_to_num_(nan=count - 1).clamp_(min=0, max=count - 1)
+        bins.copy_(log_weight)
+        self.ones = torch.ones((1, 1), dtype=torch.int64, device=values.device).expand_as(bins)
+        self.coarse = _Bins(bins, count, self.ones)
+
+    def histogram(self, quantity: torch.Tensor) -> Histogram:
+        return Histogram(self, quantity)
+
+    def counts(self) -> Histogram:
+        """Counts of tokens above -inf, for finding the k-th one."""
+        import torch
+
+        return Histogram(self, torch.gt(self.values, float("-inf")).to(torch.float64))
+
+    def refine(self, low: torch.Tensor, high: torch.Tensor) -> _Bins:
+        """Bins over each row's value range [low, high] (float64), FINE_BINS of them
+        plus one for everything above and one for everything below. A row whose
+        range is a single value gets a bin of its own for that value."""
+        import torch
+
+        values = self.values
+        low = torch.maximum(low, self.floor)
+        span = high - low
+        top = high.to(values.dtype)
+        step = (top - torch.nextafter(top, torch.full_like(top, float("-inf")))).double()
+        scale = torch.where(span > 0, (FINE_BINS - 1) / span, 2 / step)
+        scale = scale.nan_to_num(0.0, posinf=0.0).clamp(max=torch.finfo(values.dtype).max / 4)
+        position = torch.sub(top[:, None], values, out=self.buffer("position", values.dtype))
+        position.mul_(scale.to(values.dtype)[:, None]).add_(1)
+        position.nan_to_num_(nan=0.0).clamp_(min=0, max=FINE_BINS + 1)
+        index = self.buffer("fine_bins", torch.int64)
+        index.copy_(position)
+        return _Bins(index, FINE_BINS + 2, self.ones)
+
+
+class _Bins:
+    """Which bin each token is in; bin 0 holds the largest values."""
+
+    def __init__(self, index: torch.Tensor, count: int, ones: torch.Tensor) -> None:
+        import torch
+
+        self.index, self.count = index, count
+        self.tokens = torch.zeros(index.shape[0], count, dtype=torch.int64, device=index.device)
+        self.tokens.scatter_add_(1, index, ones)
+
+    def sums(self, quantity: torch.Tensor) -> _Located:
+        import torch
+
+        sums = torch.zeros(
+            quantity.shape[0], self.count, dtype=quantity.dtype, device=quantity.device
+        )
+        return _Located(sums.scatter_add_(1, self.index, quantity))
+
+    def value_range(
+        self, values: torch.Tensor, bin_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lowest and highest value in each row's ``bin_index`` bin, as float64."""
+        import torch
+
+        shape = (values.shape[0], self.count)
+        inf = float("inf")
+        low = torch.full(shape, inf, dtype=values.dtype, device=values.device)
+        low.scatter_reduce_(1, self.index, values, "amin")
+        high = torch.full(shape, -inf, dtype=values.dtype, device=values.device)
+        high.scatter_reduce_(1, self.index, values, "amax")
+        at = bin_index[:, None]
+        return low.gather(1, at).squeeze(1).double(), high.gather(1, at).squeeze(1).double()
+
+
+class Histogram:
+    """One float64 quantity per token (weights, or counts) walked in value order."""
+
+    def __init__(self, walk: DescendingWalk, quantity: torch.Tensor) -> None:
+        self.walk, self.quantity = walk, quantity
+        self.coarse = walk.coarse.sums(quantity)
+        self.totals = self.coarse.cumulative[:, -1]
+
+    def crossing(self, target: torch.Tensor, *, inclusive: bool) -> Crossing:
+        """The first token whose running sum exceeds ``target`` (reaches it, if
+        ``inclusive``); past the end, the last token with a positive quantity."""
+        import torch
+
+        walk = self.walk
+        bins, located = walk.coarse, self.coarse
+        for refinements in range(MAX_REFINEMENTS + 1):
+            bin_index, before = located.find(target, inclusive)
+            tokens = bins.tokens.gather(1, bin_index[:, None]).squeeze(1)
+            crowded = tokens > SORT_LIMIT
+            if refinements == MAX_REFINEMENTS or not bool(crowded.any()):
+                break
+            low, high = bins.value_range(walk.values, bin_index)
+            tied = crowded & (low == high)
+            if bool((tied == crowded).all()):
+                return self._with_ties(
+                    bins, bin_index, tokens, tied, high, before, target, inclusive
+                )
+            bins = walk.refine(low, high)
+            located = bins.sums(self.quantity)
+        in_bin = torch.eq(bins.index, bin_index[:, None])
+        return self._sorted(in_bin, int(tokens.max()), before, target, inclusive)
+
+    def _with_ties(
+        self,
+        bins: _Bins,
+        bin_index: torch.Tensor,
+        tokens: torch.Tensor,
+        tied: torch.Tensor,
+        value: torch.Tensor,
+        before: torch.Tensor,
+        target: torch.Tensor,
+        inclusive: bool,
+    ) -> Crossing:
+        """Rows whose crossing bin is one value are counted; the rest are sorted."""
+        import torch
+
+        counted = self._counted(value, before, target, inclusive)
+        other = torch.where(tied, torch.full_like(bin_index, -1), bin_index)
+        in_bin = torch.eq(bins.index, other[:, None])
+        width = int(torch.where(tied, torch.zeros_like(tokens), tokens).max())
+        if width == 0:
+            return counted
+        ranked = self._sorted(in_bin, width, before, target, inclusive)
+        return Crossing(
+            *(
+                torch.where(tied, mine, theirs)
+                for mine, theirs in zip(
+                    (counted.token_id, counted.amount, counted.through),
+                    (ranked.token_id, ranked.amount, ranked.through),
+                    strict=True,
+                )
+            )
+        )
+
+    def _counted(
+        self, value: torch.Tensor, before: torch.Tensor, target: torch.Tensor, inclusive: bool
+    ) -> Crossing:
+        """Among the tokens equal to ``value`` (one weight), the one where the sum
+        crosses: the n-th of them in token-id order, n from the arithmetic."""
+        import torch
+
+        values, quantity = self.walk.values, self.quantity
+        ranks = torch.cumsum(values == value.to(values.dtype)[:, None], dim=-1, dtype=torch.int32)
+        tied = ranks[:, -1]
+        first = torch.searchsorted(ranks, torch.ones_like(tied)[:, None]).clamp(
+            max=ranks.shape[1] - 1
+        )
+        amount = quantity.gather(1, first).squeeze(1)
+        share = (target - before) / amount
+        whole = share.ceil() - 1 if inclusive else share.floor()
+        limit = (tied - 1).clamp(min=0).to(share.dtype)
+        index = torch.minimum(whole.nan_to_num(0.0).clamp(min=0), limit).to(torch.int32)
+        token = torch.searchsorted(ranks, (index + 1)[:, None]).clamp(max=ranks.shape[1] - 1)
+        return Crossing(token.squeeze(1), amount, before + (index + 1).to(share.dtype) * amount)
+
+    def _sorted(
+        self,
+        in_bin: torch.Tensor,
+        width: int,
+        before: torch.Tensor,
+        target: torch.Tensor,
+        inclusive: bool,
+    ) -> Crossing:
+        """Compact the bin's tokens into a ``[rows, width]`` table and sort it."""
+        import torch
+
+        values, quantity = self.walk.values, self.quantity
+        rows, width = values.shape[0], max(width, 1)
+        # nonzero lists the tokens row by row in token-id order, the order ties need.
+        row, token = in_bin.nonzero(as_tuple=True)
+        counts = torch.bincount(row, minlength=rows)
+        column = torch.arange(row.numel(), device=row.device) - (counts.cumsum(0) - counts)[row]
+        table = torch.full((rows, width), float("-inf"), dtype=values.dtype, device=values.device)
+        table[row, column] = values[row, token]
+        ids = torch.zeros((rows, width), dtype=torch.int64, device=values.device)
+        ids[row, column] = token
+        amounts = torch.zeros((rows, width), dtype=quantity.dtype, device=values.device)
+        amounts[row, column] = quantity[row, token]
+        # Padding is -inf and zero: stable sorting keeps it after the bin's own tokens.
+        order = table.sort(dim=-1, descending=True, stable=True).indices
+        ids, amounts = ids.gather(1, order), amounts.gather(1, order)
+        through = before[:, None] + amounts.cumsum(dim=-1)
+        past = through < target[:, None] if inclusive else through <= target[:, None]
+        positive = (amounts > 0).sum(dim=-1)
+        position = torch.minimum(past.sum(dim=-1), (positive - 1).clamp(min=0))[:, None]
+        return Crossing(
+            ids.gather(1, position).squeeze(1),
+            amounts.gather(1, position).squeeze(1),
+            through.gather(1, position).squeeze(1),
+        )
+
+
+class _Located:
+    """A per-row histogram's running sums, and the bin where they cross a target."""
+
+    def __init__(self, sums: torch.Tensor) -> None:
+        import torch
+
+        self.cumulative = sums.cumsum(dim=-1)
+        # Bins past the last non-empty one repeat the total: never stop in them.
+        self.last = (self.cumulative < self.cumulative[:, -1:]).sum(dim=-1)
+        self.start = torch.cat(
+            [torch.zeros_like(self.cumulative[:, :1]), self.cumulative[:, :-1]], dim=1
+        )
+
+    def find(self, target: torch.Tensor, inclusive: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crossing bin of each row, and the sum of the bins before it."""
+        import torch
+
+        cumulative = self.cumulative
+        if inclusive:
+            # A target of 0 still needs a bin with something in it.
+            past = (cumulative < target[:, None]) | (cumulative <= 0)
+        else:
+            past = cumulative <= target[:, None]
+        index = torch.minimum(past.sum(dim=-1), self.last)
+        return index, self.start.gather(1, index[:, None]).squeeze(1)

@@ -1,0 +1,81 @@
+"""Records held until the engine shows that it kept the sampled token.
+
+vLLM's V1 runner samples every row of a step, including rows of a prompt still
+being prefilled in chunks (and, after a preemption, recomputed), and then drops
+those rows' tokens. A logits processor cannot tell such rows apart in advance,
+but it holds each request's live output-token list: the token was kept exactly
+when that list has grown past the length it had when the token was chosen
+(under async scheduling the new entry is a ``-1`` placeholder, which counts).
+So each step's records wait here and are written once the list says so; a
+record whose token was dropped is never written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from qr_sampler.records import TokenRecord
+
+logger = logging.getLogger(__name__)
+
+#: ``RecordSink.write_step``'s signature: records, log-in-full flags, keep flags.
+WriteStep = Callable[[list[TokenRecord], list[bool], list[bool]], None]
+
+
+@dataclass
+class _Held:
+    record: TokenRecord
+    log_full: bool
+    keep: bool
+    outputs: Sequence[int]
+    position: int
+
+
+class EmissionGate:
+    """Between the sampler and the record sink: writes only tokens the engine kept."""
+
+    def __init__(self, write_step: WriteStep) -> None:
+        self._write_step = write_step
+        #: Per logits row of the step being sampled: that row's output list.
+        self._outputs: dict[int, Sequence[int]] = {}
+        self._held: list[_Held] = []
+        #: Tokens whose sample the engine dropped (partial prefill, recompute).
+        self.dropped = 0
+
+    def expect(self, outputs_by_row: dict[int, Sequence[int]]) -> None:
+        """Before a step: the output-token list of each logits row."""
+        self._outputs = outputs_by_row
+
+    def hold(self, records: list[TokenRecord], log_full: list[bool], keep: list[bool]) -> None:
+        """Takes the step's records in place of the sink; ``settle`` writes them."""
+        for record, full, kept in zip(records, log_full, keep, strict=True):
+            outputs = self._outputs[record.row]
+            self._held.append(_Held(record, full, kept, outputs, len(outputs)))
+
+    def settle(self) -> None:
+        """Write the held records whose token was kept; forget the dropped ones.
+
+        Call after the engine has booked the previous step's tokens and before a
+        request's output list is let go (its removal from the batch).
+        """
+        if not self._held:
+            return
+        records, log_full, keep = [], [], []
+        for held in self._held:
+            if len(held.outputs) > held.position:
+                records.append(dataclasses.replace(held.record, position=held.position))
+                log_full.append(held.log_full)
+                keep.append(held.keep)
+            else:
+                self.dropped += 1
+        if len(records) < len(self._held):
+            logger.debug(
+                "qr-sampler: %d sampled token(s) dropped by vLLM (prefill chunk or "
+                "recompute); no record written for them",
+                len(self._held) - len(records),
+            )
+        self._held = []
+        self._write_step(records, log_full, keep)

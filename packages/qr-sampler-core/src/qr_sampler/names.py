@@ -1,0 +1,18 @@
+"""Did-you-mean hints for names a user typed."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def closest(name: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The known name ``name`` was most likely meant to be, if one is close enough."""
+    matches = difflib.get_close_matches(name, sorted(known), n=1, cutoff=cutoff)
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.6) -> str:
+    """``"; did you mean 'x'?"`` or ``""``, to append to a message."""
+    match = closest(name, known, cutoff)
+    return f"; did you mean {match!r}?" if match else ""

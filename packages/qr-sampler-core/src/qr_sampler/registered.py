@@ -1,0 +1,75 @@
+"""Settings whose value must be a name some plugin registered, checked before vLLM serves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from qr_sampler.arm_spec import parse_arms
+from qr_sampler.config import QRSamplerConfig
+from qr_sampler.names import did_you_mean
+from qr_sampler.plugins import LOAD_PLUGINS_VARIABLE, Registry, excluded_plugins
+
+
+def unknown_name(variable: str, value: str, known: Mapping[str, object], what: str) -> str:
+    """The message for a setting naming nothing registered, with a did-you-mean."""
+    listed = ", ".join(sorted(known)) or "none"
+    state = what.split()[1]
+    return f"{variable}={value!r} is not {what}{did_you_mean(value, known)} ({state}: {listed})"
+
+
+def unregistered_names(config: QRSamplerConfig, registry: Registry) -> list[str]:
+    """One message per setting that names no registered source, amplifier or strategy."""
+    sources = [("QR_ENTROPY_SOURCE_TYPE", config.entropy_source_type)]
+    sources += [("QR_ARMS source", source) for _, source in parse_arms(config.arms)]
+    problems = [
+        missing_source(name, registry, variable)
+        for variable, name in sources
+        if name not in registry.entropy_sources
+    ]
+    return problems + unregistered_strategies(config, registry)
+
+
+def unregistered_strategies(config: QRSamplerConfig, registry: Registry) -> list[str]:
+    """Amplifier and temperature strategy names that no plugin registered."""
+    problems = []
+    for variable, value, known, what in (
+        (
+            "QR_SIGNAL_AMPLIFIER_TYPE",
+            config.signal_amplifier_type,
+            registry.amplifiers,
+            "amplifier",
+        ),
+        (
+            "QR_TEMPERATURE_STRATEGY",
+            config.temperature_strategy,
+            registry.temperature_strategies,
+            "temperature strategy",
+        ),
+    ):
+        if value not in known:
+            problems.append(unknown_name(variable, value, known, f"a registered {what}"))
+    return problems
+
+
+def missing_source(name: str, registry: Registry, variable: str = "QR_ENTROPY_SOURCE_TYPE") -> str:
+    """Why ``variable=name`` names no installed source, and what to do about it."""
+    message = unknown_name(variable, name, registry.entropy_sources, "an installed entropy source")
+    excluded = excluded_plugins()
+    if excluded is not None and excluded[1]:
+        written, left_out = excluded
+        plugins = ", ".join(
+            f"{point.name} ({point.dist.name})" if point.dist else point.name for point in left_out
+        )
+        allowed = [part.strip() for part in written.split(",") if part.strip()]
+        hints = "".join(did_you_mean(part, [point.name for point in left_out]) for part in allowed)
+        message += (
+            f"; {LOAD_PLUGINS_VARIABLE}={written!r} leaves out the installed plugin(s) "
+            f"{plugins}{hints}: list the one that provides it, or unset {LOAD_PLUGINS_VARIABLE}"
+        )
+    elif not did_you_mean(name, registry.entropy_sources):
+        message += "; install the package that provides it, e.g. qr-source-grpc for 'quantum_grpc'"
+    message += "".join(
+        f"; plugin {failure.plugin!r} failed to load: {failure.error}"
+        for failure in registry.failures
+    )
+    return message

@@ -1,0 +1,159 @@
+"""``qr-sampler analyze`` on synthetic records with known answers, and on records the
+real sampler writes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from qr_sampler.analysis import statistics
+from qr_sampler.analysis.collect import collect
+from qr_sampler.cli.main import main
+from qr_sampler.config import QRSamplerConfig
+from qr_sampler.sampler import QRSampler
+
+N = 20_000  # tokens per group
+
+
+def synthetic(path: Path, groups: dict[str, float], seed: int, per_step: int = 4) -> None:
+    """Records whose z is N(shift, 1) per group and u = Phi(z), interleaved by step
+    as a batch of ``per_step`` requests would write them."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for name, shift in groups.items():
+        z = rng.standard_normal(N) + shift
+        u = stats.norm.cdf(z)
+        ranks = rng.geometric(0.5, N) - 1
+        for i in range(N):
+            lines.append(
+                {
+                    "step": i // per_step,
+                    "u": float(u[i]),
+                    "z_score": float(z[i]),
+                    "token_rank": int(ranks[i]),
+                    "token_prob": 0.25,
+                    "entropy_source": "system" if name != "b" else "quantum_grpc",
+                    "fallback": i % 1000 == 0,
+                    "fetch_ms": 1.0 + (i // per_step) % 10,
+                    "request_id": f"{name}-{i // 100}",
+                    "tag": name,
+                }
+            )
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def analyse(path: Path, by: str | None = "tag") -> dict:
+    return statistics.analyse(collect([str(path)], by), statistics.DEFAULT_MARGIN, 0.01)
+
+
+def test_a_seeded_null_run_is_not_flagged_and_null_groups_are_equivalent(tmp_path):
+    path = tmp_path / "null.jsonl"
+    synthetic(path, {"a": 0.0, "b": 0.0}, seed=11)
+    summary = analyse(path)
+    assert summary["tokens"] == 2 * N
+    assert summary["requests"] == 2 * N // 100
+    assert summary["steps"] == 2 * N // 4
+    assert summary["fallback_tokens"] == 40
+    assert summary["entropy_sources"] == {"system": N, "quantum_grpc": N}
+    assert not summary["overall"]["uniformity"]["flagged"]
+    assert not any(g["uniformity"]["flagged"] for g in summary["groups"].values())
+    (pair,) = summary["pairs"]
+    assert not pair["flagged"]
+    # Standard error of the difference is sqrt(2 / N) = 0.01, a tenth of the margin.
+    assert pair["tost_z"]["equivalent"]
+    assert pair["tost_z"]["p"] < 1e-6
+    assert summary["overall"]["mean_token_prob"] == 0.25
+    assert summary["overall"]["mean_surprisal_bits"] == 2.0
+    assert summary["fetch_latency"]["system"]["p50_ms"] == pytest.approx(5.5, abs=0.5)
+
+
+def test_a_small_known_shift_is_detected(tmp_path):
+    path = tmp_path / "shift.jsonl"
+    shift = 0.06  # six standard errors of the difference at this n
+    synthetic(path, {"a": 0.0, "b": shift}, seed=12)
+    summary = analyse(path)
+    (pair,) = summary["pairs"]
+    assert pair["flagged"]
+    welch = pair["welch_t_z"]
+    assert welch["p"] < 1e-3
+    assert welch["mean_difference"] == pytest.approx(-shift, abs=4 * math.sqrt(2 / N))
+    assert welch["cohens_d"] == pytest.approx(-shift, abs=4 * math.sqrt(2 / N))
+    assert pair["mann_whitney_z"]["p"] < 1e-3
+    assert pair["mann_whitney_z"]["rank_biserial"] < 0
+    assert pair["ks_u"]["p"] < 0.01
+    # A shift of 0.06 is inside the 0.1 margin: equivalence is still what TOST shows...
+    assert pair["tost_z"]["equivalent"]
+    # ...but not at a margin below the shift.
+    strict = statistics.analyse(collect([str(path)], "tag"), 0.03, 0.01)
+    assert not strict["pairs"][0]["tost_z"]["equivalent"]
+    assert summary["groups"]["b"]["uniformity"]["flagged"]
+
+
+def test_the_command_writes_a_self_contained_report_and_strict_json(tmp_path, capsys):
+    path = tmp_path / "null.jsonl"
+    synthetic(path, {"a": 0.0, "b": 0.0}, seed=13)
+    with path.open("a") as extra:
+        extra.write("not json\n\n[1]\n")
+    out = tmp_path / "report"
+    assert main(["analyze", str(path), "--by", "tag", "--out", str(out), "--margin", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "tokens 40000, requests 400, steps 10000" in printed
+    assert "a vs b: KS(u)" in printed
+    assert "TOST(+-0.2) p=" in printed
+    assert "fetch latency system: p50" in printed
+    summary = json.loads((out / "summary.json").read_text(), parse_constant=pytest.fail)
+    assert summary["skipped_lines"] == 2
+    page = (out / "report.html").read_text()
+    images = page.split('src="data:image/png;base64,')[1:]
+    assert len(images) == 4
+    for image in images:
+        assert base64.b64decode(image.split('"')[0]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert "http" not in page  # nothing fetched from anywhere
+
+
+def test_analyze_without_the_extra_names_it(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"u": 0.5}) + "\n")
+    for name in [m for m in sys.modules if m.startswith(("scipy", "qr_sampler.analysis"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    assert main(["analyze", str(path)]) == 2
+    assert "pip install 'qr-sampler-core[analysis]'" in capsys.readouterr().err
+
+
+def test_analyze_refuses_bad_options_and_empty_input(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["analyze", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "no token records" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["analyze", str(empty), "--alpha", "2"]) == 2
+
+
+def test_records_written_by_the_real_sampler(tmp_path, capsys):
+    log = tmp_path / "tokens.jsonl"
+    config = QRSamplerConfig.load(env_file=str(tmp_path / "absent.env"), log_path=str(log))
+    sampler = QRSampler(config)
+    for slot, tag in enumerate(("x", "y")):
+        sampler.admit(slot, sampler.resolve({"qr_tag": tag, "qr_sample_count": 256}))
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(150):
+        sampler.sample(torch.randn(2, 100, generator=generator) * 2, np.arange(2))
+    sampler.close()
+    out = tmp_path / "out"
+    assert main(["analyze", str(log), "--by", "tag", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tokens 300, requests 2, steps 150; fallback tokens 0 (0.00%)" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["groups"]["x"]["tokens"] == 150
+    assert sum(summary["overall"]["rank_counts"]) == 300
+    assert 0 < summary["overall"]["mean_token_prob"] < 1
