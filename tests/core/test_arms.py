@@ -124,7 +124,9 @@ def test_bad_qr_arms_names_the_variable(
 
 
 def test_an_arm_naming_an_uninstalled_source_fails_at_start_up(tmp_path: Path) -> None:
-    with pytest.raises(ConfigValidationError, match="QR_ARMS source 'quantum_nope'"):
+    with pytest.raises(
+        ConfigValidationError, match="QR_ARMS source='quantum_nope' is not an installed"
+    ):
         arm_sampler(tmp_path, arms="a=system,b=quantum_nope")
 
 

@@ -97,13 +97,13 @@ class QRSampler:
 
     def resolve(self, extra_args: Mapping[str, Any] | None) -> SamplingOptions:
         """A request's options, arm settled; ``ConfigValidationError`` for bad ``qr_*``."""
-        self.arms.policy.check(extra_args)
         options = resolve_options(
             self.defaults,
             extra_args,
             self.registry.amplifiers,
             self.registry.temperature_strategies,
         )
+        self.arms.policy.check(extra_args)
         return self.arms.admit(options)
 
     def admit(self, slot: int, options: SamplingOptions, output: Sized | None = None) -> None:

@@ -148,13 +148,13 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
     def validate_params(cls, sampling_params: Any) -> None:
         """Reject bad ``qr_*`` keys or values at admission (vLLM answers HTTP 400)."""
         registry = get_registry()
-        _admission_arms().check(_extra_args(sampling_params))
         resolve_options(
             _admission_defaults(),
             _extra_args(sampling_params),
             registry.amplifiers,
             registry.temperature_strategies,
         )
+        _admission_arms().check(_extra_args(sampling_params))
 
     def is_argmax_invariant(self) -> bool:
         # Forcing a token changes the argmax: greedy requests must see it too.

@@ -10,7 +10,7 @@ from typing import Any
 
 from qr_sampler.entropy.base import EntropySource, check_byte_count
 from qr_sampler.entropy.health import HealthTests
-from qr_sampler.errors import EntropyUnavailableError
+from qr_sampler.errors import EntropyUnavailableError, HealthTestError
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,13 @@ class FallbackEntropySource(EntropySource):
             except EntropyUnavailableError as exc:
                 left = deadline - time.perf_counter()
                 if left <= 0:
-                    raise EntropyUnavailableError(
+                    # A failed health test stays one, so records and callers see why.
+                    kind = (
+                        HealthTestError
+                        if isinstance(exc, HealthTestError)
+                        else EntropyUnavailableError
+                    )
+                    raise kind(
                         f"{exc} (strict mode, QR_FALLBACK_MODE=error: source "
                         f"{self.primary.name!r} retried for {self.strict_wait_s:g} s, "
                         "QR_STRICT_WAIT_S)"
