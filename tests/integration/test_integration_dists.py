@@ -42,7 +42,11 @@ def test_the_grpc_extra_installs_core_and_the_grpc_source(grpc_env: Environment)
         assert installed_version(grpc_env, distribution) == project_version(distribution)
     report = json.loads(grpc_env.ok("qr-sampler", "sources", "--json"))
     sources = {source["name"]: source["distribution"] for source in report["sources"]}
-    assert sources == {"system": "qr-sampler-core", "quantum_grpc": "qr-source-grpc"}
+    assert sources == {
+        "replay": "qr-sampler-core",
+        "system": "qr-sampler-core",
+        "quantum_grpc": "qr-source-grpc",
+    }
     assert report["failed_plugins"] == []
 
 

@@ -178,8 +178,8 @@ def test_address_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot listen" in capsys.readouterr().err
 
 
-def test_malformed_address_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--address", "no-port-here"]) == 1
+def test_malformed_address_is_a_bad_argument_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--address", "no-port-here"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
 
 

@@ -232,9 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             api_key_header=args.api_key_header,
             credentials=credentials,
         )
-    except (ServerBindError, SecurityConfigError, ValueError) as exc:
+    except (ServerBindError, SecurityConfigError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:
+        # create_server's ValueError is a bad argument (a malformed address, say).
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
 
     stop_requested = threading.Event()
 
