@@ -15,7 +15,9 @@ from test_prng import documented_stream
 from qr_sampler.amplification import ZScoreMeanAmplifier
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.errors import ConfigValidationError
+from qr_sampler.provenance import sha256_hex
 from qr_sampler.sampler import QRSampler
+from qr_sampler.verify import verify
 
 InstallPlugin = Callable[..., Path]
 COUNT = 256
@@ -34,6 +36,21 @@ class StuckSource(EntropySource):
 @hookimpl
 def register_entropy_sources(register):
     register("{name}", StuckSource)
+"""
+DOWN_PLUGIN = """
+from qr_sampler import EntropySource, EntropyUnavailableError, hookimpl
+
+
+class DownSource(EntropySource):
+    name = "down"
+
+    def get_random_bytes(self, n):
+        raise EntropyUnavailableError("device unplugged")
+
+
+@hookimpl
+def register_entropy_sources(register):
+    register("down", DownSource)
 """
 
 
@@ -219,3 +236,85 @@ def test_zscore_of_each_arm_uses_only_that_arms_bytes(tmp_path: Path) -> None:
         },
     )
     assert records[0]["u"] == replay.u[0]
+
+
+def test_without_qr_arms_an_unknown_source_is_named_by_qr_entropy_source_type(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigValidationError, match="QR_ENTROPY_SOURCE_TYPE='quantum_nope'"):
+        arm_sampler(tmp_path, entropy_source_type="quantum_nope")
+
+
+def test_an_honest_two_arm_run_verifies_against_its_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QR_PRNG_SEED", "9")
+    log, archive = tmp_path / "tokens.jsonl", tmp_path / "bytes.bin"
+    sampler = arm_sampler(tmp_path, arms="qrng=system,control=prng", bytes_path=str(archive))
+    # Arms interleaved and of different sizes, so each arm's bytes sit apart.
+    plan = [("control", 300), ("qrng", 512), ("qrng", 100), ("control", 700)]
+    for slot, (arm, count) in enumerate(plan):
+        extra = {"qr_arm": arm, "qr_sample_count": count}
+        sampler.admit(slot, sampler.resolve(extra), [])
+    for _ in range(3):
+        sampler.sample(torch.randn(len(plan), 40), np.arange(len(plan)))
+    sampler.close()
+
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    report = verify(str(log), str(archive))
+    assert (report.checked, report.mismatches) == (12, [])
+    data = archive.read_bytes()
+    assert len(data) == 3 * sum(count for _, count in plan)
+    # The control rows' bytes, read where their records point, are the prng stream.
+    control = b"".join(
+        data[r["bytes_offset"] : r["bytes_offset"] + r["sample_count"]]
+        for r in records
+        if r["arm"] == "control"
+    )
+    assert control == documented_stream(9, 3 * (300 + 700))
+    for record in records:
+        start = record["bytes_offset"]
+        chunk = data[start : start + record["sample_count"]]
+        assert record["entropy_sha256"] == sha256_hex(chunk)
+
+
+def test_strict_mode_ends_only_the_requests_of_the_arm_whose_source_is_down(
+    tmp_path: Path, install_plugin: InstallPlugin, caplog: pytest.LogCaptureFixture
+) -> None:
+    install_plugin("down", code=DOWN_PLUGIN)
+    archive = tmp_path / "bytes.bin"
+    sampler = arm_sampler(
+        tmp_path,
+        arms="device=down,control=prng",
+        fallback_mode="error",
+        strict_wait_s=0,
+        bytes_path=str(archive),
+    )
+    sampler.end_token_id = 2
+    for slot, arm in enumerate(["device", "control", "device"]):
+        sampler.admit(slot, sampler.resolve({"qr_arm": arm, "qr_sample_count": COUNT}), [])
+    logits = torch.randn(3, 40)
+    with caplog.at_level(logging.ERROR, logger="qr_sampler"):
+        sampler.sample(logits, np.arange(3))
+    sampler.close()
+
+    forced = (logits == 0).int().argmax(-1).tolist()
+    assert forced[0] == forced[2] == 2
+    assert "strict mode: ended 2 request(s) of arm 'device'" in caplog.text
+    log = Path(sampler.config.log_path)
+    records = sorted(
+        (json.loads(line) for line in log.read_text().splitlines()), key=lambda r: r["row"]
+    )
+    assert [(r["row"], r["arm"], r["entropy_source"]) for r in records] == [
+        (0, "device", "none"),
+        (1, "control", "prng"),
+        (2, "device", "none"),
+    ]
+    assert [r["end_reason"] is not None for r in records] == [True, False, True]
+    assert "device unplugged" in str(records[0]["end_reason"])
+    assert records[1]["token_id"] == forced[1]
+    assert records[1]["u"] is not None
+    # Only the control arm's bytes were drawn and archived, and they check out.
+    assert archive.stat().st_size == COUNT
+    report = verify(str(log), str(archive))
+    assert (report.checked, report.ended, report.mismatches) == (1, 2, [])
