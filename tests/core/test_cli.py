@@ -77,6 +77,12 @@ def test_sources_json(capsys: pytest.CaptureFixture[str], install_plugin: Instal
                 "version": "2.5.0",
             },
             {
+                "name": "prng",
+                "plugin": "qr_sampler.builtins",
+                "distribution": "qr-sampler-core",
+                "version": CORE_VERSION,
+            },
+            {
                 "name": "replay",
                 "plugin": "qr_sampler.builtins",
                 "distribution": "qr-sampler-core",
@@ -111,7 +117,7 @@ def test_sources_lists_a_broken_plugin_and_succeeds(
     assert failure["plugin"] == "broken"
     assert (failure["distribution"], failure["version"]) == ("qr-source-broken", "0.3.1")
     assert "ImportError" in failure["error"]
-    assert [s["name"] for s in report["sources"]] == ["replay", "system"]
+    assert [s["name"] for s in report["sources"]] == ["prng", "replay", "system"]
 
 
 def test_strict_plugins_turns_a_broken_plugin_into_exit_2(
@@ -400,7 +406,7 @@ def test_console_script_as_a_real_process(install_plugin: InstallPlugin, tmp_pat
     sources = run("sources", "--json")
     assert sources.returncode == 0, sources.stderr
     report = json.loads(sources.stdout)
-    assert [s["name"] for s in report["sources"]] == ["replay", "system", "vault"]
+    assert [s["name"] for s in report["sources"]] == ["prng", "replay", "system", "vault"]
     assert [f["plugin"] for f in report["failed_plugins"]] == ["broken"]
     assert "failed to load" in sources.stderr  # the warning reaches the terminal
 

@@ -86,6 +86,11 @@ def test_env_file_option_naming_a_directory_is_exit_1(
             "did you mean 'system'?",
         ),
         (
+            "QR_ARMS",
+            "qrng=sytem,control=prng",
+            "QR_ARMS source='sytem' is not an installed entropy source; did you mean 'system'?",
+        ),
+        (
             "QR_SIGNAL_AMPLIFIER_TYPE",
             "foo",
             "QR_SIGNAL_AMPLIFIER_TYPE='foo' is not a registered amplifier "

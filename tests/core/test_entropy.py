@@ -233,6 +233,7 @@ def test_health_check_describes_both() -> None:
         "primary": {"source": "quantum", "healthy": True, "calls": 0},
         "fallback": "system",
         "fallback_draws": 0,
+        "health_tests": None,
     }
     strict = FallbackEntropySource(primary, None).health_check()
     assert strict["fallback"] is None
@@ -275,7 +276,7 @@ def test_unknown_source_lists_the_installed_ones(monkeypatch: pytest.MonkeyPatch
         build_entropy_source(QRSamplerConfig.load())
     message = str(caught.value)
     assert "QR_ENTROPY_SOURCE_TYPE='quantum_grpc'" in message
-    assert "installed: replay, system" in message
+    assert "installed: prng, replay, system" in message
     assert "qr-source-grpc" in message
 
 
@@ -287,7 +288,7 @@ def test_unknown_source_mentions_plugins_that_failed(
     monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "quantum")
     with pytest.raises(ConfigValidationError) as caught:
         build_entropy_source(QRSamplerConfig.load())
-    assert "installed: acme, replay, system" in str(caught.value)
+    assert "installed: acme, prng, replay, system" in str(caught.value)
     assert "plugin 'quantum' failed to load" in str(caught.value)
     assert "libacme.so.3" in str(caught.value)
 

@@ -164,7 +164,7 @@ def test_load_plugins_is_an_allow_list(
     install_plugin("broken", "broken")
     monkeypatch.setenv("QR_LOAD_PLUGINS", " alpha , ")
     registry = load_registry()
-    assert set(registry.entropy_sources) == {"system", "replay", "alpha"}
+    assert set(registry.entropy_sources) == {"system", "prng", "replay", "alpha"}
     assert registry.failures == []  # an excluded plugin is never imported
 
 
@@ -174,7 +174,7 @@ def test_empty_load_plugins_keeps_only_the_builtins(
     install_plugin("alpha", "source")
     monkeypatch.setenv("QR_LOAD_PLUGINS", "")
     registry = load_registry()
-    assert set(registry.entropy_sources) == {"system", "replay"}
+    assert set(registry.entropy_sources) == {"system", "prng", "replay"}
     assert set(registry.amplifiers) == {"zscore_mean"}
     assert set(registry.temperature_strategies) == {"fixed", "edt"}
 
@@ -182,7 +182,7 @@ def test_empty_load_plugins_keeps_only_the_builtins(
 def test_unset_load_plugins_loads_every_plugin(install_plugin: InstallPlugin) -> None:
     install_plugin("alpha", "source")
     install_plugin("beta", "source")
-    assert set(load_registry().entropy_sources) == {"system", "replay", "alpha", "beta"}
+    assert set(load_registry().entropy_sources) == {"system", "prng", "replay", "alpha", "beta"}
 
 
 def test_two_plugins_registering_one_name_is_an_error_naming_both(

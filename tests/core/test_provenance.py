@@ -303,7 +303,7 @@ def test_verify_counts_tokens_strict_mode_ended_without_checking_them(honest, ca
     log, archive, _ = honest
     options = QRSamplerConfig.load(env_file="absent.env").sampling_options()
     ended = ended_record(
-        STEPS + 1, 0, 2, options, EntropyUnavailableError("source down"), "r-1", STEPS
+        STEPS + 1, 0, 2, options, EntropyUnavailableError("source down"), "r-1", STEPS, "system"
     )
     with log.open("a", encoding="utf-8") as records:
         records.write(ended.to_json() + "\n")

@@ -43,6 +43,7 @@ def test_the_grpc_extra_installs_core_and_the_grpc_source(grpc_env: Environment)
     report = json.loads(grpc_env.ok("qr-sampler", "sources", "--json"))
     sources = {source["name"]: source["distribution"] for source in report["sources"]}
     assert sources == {
+        "prng": "qr-sampler-core",
         "replay": "qr-sampler-core",
         "system": "qr-sampler-core",
         "quantum_grpc": "qr-source-grpc",

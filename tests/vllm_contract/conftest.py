@@ -35,6 +35,7 @@ def clean_environment(
     monkeypatch.chdir(tmp_path)
     get_registry.cache_clear()
     adapter._admission_defaults.cache_clear()
+    adapter._admission_arms.cache_clear()
     # The adapter copies vLLM's handlers onto qr-sampler's logger; pytest's capture
     # handlers end up among vLLM's, so without a reset a test would see its records
     # once through that copy and once through the root logger.
@@ -49,6 +50,7 @@ def clean_environment(
         each.propagate = propagate
     get_registry.cache_clear()
     adapter._admission_defaults.cache_clear()
+    adapter._admission_arms.cache_clear()
 
 
 def vllm_config(speculative: bool = False) -> object:

@@ -50,7 +50,7 @@ def run_rank(rank: int, init_file: str, results: Any) -> None:
             ]
             shared = ours.sampler.shared_u
             assert shared is not None
-            results.put((rank, tokens, shared.leader, ours.sampler.source is not None))
+            results.put((rank, tokens, shared.leader, ours.sampler.arms.arms[0].source is not None))
         finally:
             destroy_model_parallel()
             destroy_distributed_environment()

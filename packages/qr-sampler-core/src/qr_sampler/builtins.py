@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qr_sampler.amplification import ZScoreMeanAmplifier
+from qr_sampler.entropy.prng import PRNGEntropySource, PRNGSettings
 from qr_sampler.entropy.replay import ReplayEntropySource, ReplaySettings
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.hookspecs import hookimpl
@@ -16,6 +17,7 @@ from qr_sampler.temperature import EntropyDependentTemperature, FixedTemperature
 def register_entropy_sources(register: Callable[..., None]) -> None:
     register("system", SystemEntropySource)
     register("replay", ReplayEntropySource, settings=(ReplaySettings,))
+    register("prng", PRNGEntropySource, settings=(PRNGSettings,))
 
 
 @hookimpl

@@ -1,7 +1,8 @@
 """``QR_BYTES_PATH``: every entropy byte that chose a token, appended in draw order.
 
 Each step's whole draw is appended at once, so the file is exactly the stream the
-source delivered (what the ``replay`` source serves back), and a record's
+source delivered (what the ``replay`` source serves back; with several arms, every
+arm's bytes laid out in row order), and a record's
 ``bytes_offset`` is where its row's ``sample_count`` bytes start. The file grows by
 ``sample_count`` bytes per token (20,480 by default: about 20 MB per 1,000 tokens).
 """

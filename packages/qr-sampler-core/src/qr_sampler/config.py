@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from qr_sampler.arm_spec import parse_arms
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.names import did_you_mean
 from qr_sampler.settings import QRSettings, describe_validation_error
@@ -33,7 +34,7 @@ MIN_BYTE_STD = 1e-6
 TOP_K_LIMIT = 1 << 31
 
 
-_NOT_DECISIVE = frozenset({"tag", "log_level", "diagnostic_mode", "bypass"})
+_NOT_DECISIVE = frozenset({"tag", "log_level", "diagnostic_mode", "bypass", "arm"})
 
 
 class SamplingOptions(BaseModel):
@@ -87,6 +88,11 @@ class SamplingOptions(BaseModel):
         coerce_numbers_to_str=True,
         description="Free label copied into every record",
     )
+    arm: str = Field(
+        default="",
+        max_length=64,
+        description="Experiment arm from QR_ARMS; empty: the first arm",
+    )
 
     @model_validator(mode="after")
     def _edt_bounds_ordered(self) -> SamplingOptions:
@@ -137,12 +143,40 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
         description="Append every entropy byte that chose a token here (sample_count per "
         "token); records give bytes_offset; empty = off",
     )
+    arms: str = Field(
+        default="",
+        description="Experiment arms 'name=source,...'; empty: one arm, the entropy source",
+    )
+    arm_assignment: Literal["request", "random"] = Field(
+        default="request", description="Who picks a request's arm: its qr_arm, or the server"
+    )
+    arm_seed: int | None = Field(
+        default=None,
+        ge=0,
+        lt=1 << 63,
+        description="Seed of random arm assignment; unset: a random seed, logged",
+    )
+    blind_arms: bool = Field(
+        default=False, description="Records carry opaque arm labels; the key goes to a file"
+    )
+    health_tests: bool = Field(
+        default=True, description="NIST SP 800-90B repetition and proportion tests on all bytes"
+    )
+    health_min_entropy: float = Field(
+        default=7.0, gt=0, le=8, description="Claimed min-entropy per byte the tests hold to"
+    )
 
     @field_validator("entropy_source_type")
     @classmethod
     def _source_named(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must name an entropy source, e.g. 'system'")
+        return value.strip()
+
+    @field_validator("arms")
+    @classmethod
+    def _arms_parse(cls, value: str) -> str:
+        parse_arms(value)
         return value.strip()
 
     def sampling_options(self) -> SamplingOptions:

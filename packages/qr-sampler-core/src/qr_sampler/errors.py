@@ -18,6 +18,15 @@ class ConfigValidationError(QRSamplerError, ValueError):
 class EntropyUnavailableError(QRSamplerError):
     """A source could not deliver the bytes asked for; the only trigger of fallback."""
 
+    #: Why, in a word or two; token records drawn from the fallback carry it.
+    reason = "source unavailable"
+
+
+class HealthTestError(EntropyUnavailableError):
+    """Delivered bytes failed a continuous health test; the draw is not used."""
+
+    reason = "health test"
+
 
 class PluginError(QRSamplerError):
     """A plugin failed to load (under ``QR_STRICT_PLUGINS``) or clashed with another."""

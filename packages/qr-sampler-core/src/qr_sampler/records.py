@@ -53,6 +53,12 @@ class TokenRecord:
     population_mean: float
     population_std: float
     uniform_clamp_epsilon: float
+    #: The arm's name, or its opaque label under QR_BLIND_ARMS.
+    arm: str = ""
+    #: Why the fallback served this token ("health test", "source unavailable").
+    fallback_reason: str | None = None
+    #: The seed of the prng source that chose this token; reproduces its bytes.
+    prng_seed: int | None = None
     #: Set when qr-sampler ended the request with this token (strict-mode outage).
     end_reason: str | None = None
 
@@ -80,8 +86,10 @@ def ended_record(
     reason: Exception,
     request_id: str | None,
     position: int | None,
+    arm: str,
 ) -> TokenRecord:
-    """The record of a token forced to end a request because entropy did not come."""
+    """The record of a token forced to end a request because entropy did not come
+    (to the request's ``arm``, by its name or blind label)."""
     return TokenRecord(
         step=step,
         row=row,
@@ -109,6 +117,7 @@ def ended_record(
         population_mean=options.population_mean,
         population_std=options.population_std,
         uniform_clamp_epsilon=options.uniform_clamp_epsilon,
+        arm=arm,
         end_reason=str(reason),
     )
 
@@ -213,24 +222,29 @@ class SummaryLog:
         self._steps = 0
         self._fetch_ms = 0.0
         self._max_fetch_ms = 0.0
+        self._health_failures = 0
 
-    def add_step(self, tokens: int, fallback: bool, fetch_ms: float) -> None:
+    def add_step(
+        self, tokens: int, fallback_tokens: int, fetch_ms: float, health_failures: int = 0
+    ) -> None:
         if not self.enabled:
             return
         self._steps += 1
         self._tokens += tokens
-        self._fallback_tokens += tokens if fallback else 0
+        self._fallback_tokens += fallback_tokens
+        self._health_failures += health_failures
         self._fetch_ms += fetch_ms
         self._max_fetch_ms = max(self._max_fetch_ms, fetch_ms)
         now = time.monotonic()
         if now - self._since >= self.interval_s:
             logger.info(
                 "qr-sampler: %d tokens in %d steps over %.1f s; fallback tokens %d; "
-                "entropy fetch mean %.2f ms, max %.2f ms",
+                "failed health tests %d; entropy fetch mean %.2f ms, max %.2f ms",
                 self._tokens,
                 self._steps,
                 now - self._since,
                 self._fallback_tokens,
+                self._health_failures,
                 self._fetch_ms / self._steps,
                 self._max_fetch_ms,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from qr_sampler.arm_spec import parse_arms
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.names import did_you_mean
 from qr_sampler.plugins import LOAD_PLUGINS_VARIABLE, Registry, excluded_plugins
@@ -18,9 +19,13 @@ def unknown_name(variable: str, value: str, known: Mapping[str, object], what: s
 
 def unregistered_names(config: QRSamplerConfig, registry: Registry) -> list[str]:
     """One message per setting that names no registered source, amplifier or strategy."""
-    problems = []
-    if config.entropy_source_type not in registry.entropy_sources:
-        problems.append(missing_source(config.entropy_source_type, registry))
+    sources = [("QR_ENTROPY_SOURCE_TYPE", config.entropy_source_type)]
+    sources += [("QR_ARMS source", source) for _, source in parse_arms(config.arms)]
+    problems = [
+        missing_source(name, registry, variable)
+        for variable, name in sources
+        if name not in registry.entropy_sources
+    ]
     return problems + unregistered_strategies(config, registry)
 
 
@@ -46,11 +51,9 @@ def unregistered_strategies(config: QRSamplerConfig, registry: Registry) -> list
     return problems
 
 
-def missing_source(name: str, registry: Registry) -> str:
-    """Why ``QR_ENTROPY_SOURCE_TYPE=name`` has no source, and what to do about it."""
-    message = unknown_name(
-        "QR_ENTROPY_SOURCE_TYPE", name, registry.entropy_sources, "an installed entropy source"
-    )
+def missing_source(name: str, registry: Registry, variable: str = "QR_ENTROPY_SOURCE_TYPE") -> str:
+    """Why ``variable=name`` names no installed source, and what to do about it."""
+    message = unknown_name(variable, name, registry.entropy_sources, "an installed entropy source")
     excluded = excluded_plugins()
     if excluded is not None and excluded[1]:
         written, left_out = excluded

@@ -19,8 +19,9 @@ from qr_sampler.provenance import Origin
 NUMERIC_FIELDS: tuple[str, ...] = tuple(
     name for name, field in SamplingOptions.model_fields.items() if field.annotation in (int, float)
 )
-#: Plugin-chosen components, stored as indices into the registry's names.
-CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy")
+#: Named choices (plugin components, the experiment arm), stored as indices into
+#: the names each may take.
+CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy", "arm")
 #: Flags first: whether qr-sampler samples the slot at all, and whether each of its
 #: tokens is recorded in full (logged per token or kept in memory).
 COLUMNS: tuple[str, ...] = ("active", "record", *NUMERIC_FIELDS, *CHOICE_FIELDS)

@@ -10,16 +10,17 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence, Sized
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from qr_sampler.amplification import Amplified, SignalAmplifier
+from qr_sampler.arms import ArmSet, StepDraw
 from qr_sampler.bytes_archive import BytesArchive
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, check_registered, resolve_options
-from qr_sampler.entropy.factory import build_entropy_source
-from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
+from qr_sampler.entropy.fallback import FallbackEntropySource
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.plugins import Registry, get_registry
 from qr_sampler.provenance import Origin, RequestIds, sha256_hex
@@ -39,6 +40,7 @@ _RECORD = RequestTable.column("record")
 _SAMPLE_COUNT = RequestTable.column("sample_count")
 _AMPLIFIER = RequestTable.column("signal_amplifier_type")
 _STRATEGY = RequestTable.column("temperature_strategy")
+_ARM = RequestTable.column("arm")
 
 
 class QRSampler:
@@ -61,20 +63,18 @@ class QRSampler:
         self.shared_u = shared_u
         self.draws = shared_u is None or shared_u.leader
         # Opened first, so a records file that cannot be written stops start-up before
-        # any connection to the entropy source is made. Only the drawing rank records.
+        # any connection to an entropy source is made. Only the drawing rank records.
         self.sink = RecordSink(self.config.log_path if self.draws else "")
-        # A follower never draws, so it never connects to the entropy source either.
-        self.source = (
-            source
-            if source is not None or not self.draws
-            else build_entropy_source(self.config, self.registry)
-        )
+        # A follower never draws, so it never connects to the entropy sources either.
+        self.arms = ArmSet.from_config(self.config, self.registry, self.draws, source)
         self.table = RequestTable(
             {
                 "signal_amplifier_type": self.registry.amplifiers,
                 "temperature_strategy": self.registry.temperature_strategies,
+                "arm": self.arms.choices,
             }
         )
+        self.arms.bind(self.table.choice_names["arm"])
         names = self.table.choice_names
         self._amplifiers: list[SignalAmplifier] = [
             self.registry.amplifiers[name].value for name in names["signal_amplifier_type"]
@@ -96,13 +96,15 @@ class QRSampler:
         self.steps = 0
 
     def resolve(self, extra_args: Mapping[str, Any] | None) -> SamplingOptions:
-        """A request's options; ``ConfigValidationError`` for bad ``qr_*`` keys or values."""
-        return resolve_options(
+        """A request's options, arm settled; ``ConfigValidationError`` for bad ``qr_*``."""
+        options = resolve_options(
             self.defaults,
             extra_args,
             self.registry.amplifiers,
             self.registry.temperature_strategies,
         )
+        self.arms.policy.check(extra_args)
+        return self.arms.admit(options)
 
     def admit(self, slot: int, options: SamplingOptions, output: Sized | None = None) -> None:
         """Seat a newly admitted request in ``slot`` under a fresh request id; ``output``
@@ -136,17 +138,22 @@ class QRSampler:
             return logits
         self.steps += 1
         try:
-            draw, amplified = self._draw(params, active)
-        except EntropyUnavailableError as exc:
-            if self.shared_u is None and self.end_token_id is not None:
-                self._end_rows(logits, slots, params, active, positions, exc)
-                return logits
+            draw = self._draw(params, active)
+        except EntropyUnavailableError:
             if self.shared_u is not None:
                 # NaN tells the other ranks to fail too, instead of waiting forever.
                 self.shared_u.broadcast(torch.full((len(slots),), math.nan, device=logits.device))
             raise
+        if draw is not None and draw.failures:
+            ended = draw.failed_rows(active)
+            self._end_rows(logits, slots, params, ended, positions, draw)
+            params[ended, _ACTIVE] = 0.0
+            active &= ~ended
+            if not active.any():
+                return logits
+        amplified = self._amplify(draw, params, active) if draw is not None else None
         u_host = amplified.u if amplified is not None else np.full(len(slots), math.nan)
-        archived_at = self.archive.append(draw.data) if self.archive is not None and draw else None
+        archived_at = self.archive.append(draw.data) if self.archive and draw else None
 
         # The step's only host-to-device copy: u and the rows' options together.
         on_device = torch.from_numpy(np.column_stack([u_host, params])).to(logits.device)
@@ -193,30 +200,29 @@ class QRSampler:
             )
         if draw is not None and amplified is not None:
             if results is not None:
-                where = _Where(params, active, positions, archived_at)
+                where = _Where(draw.offsets, positions, archived_at)
                 self._write_records(wanted, slots, params, amplified, draw, results, start, where)
-            self.summary.add_step(int(active.sum()), draw.fallback, draw.fetch_ms)
+            self.summary.add_step(
+                int(active.sum()), draw.fallback_tokens(active), draw.fetch_ms, draw.health_failures
+            )
         return logits
 
     def _draw(
         self, params: npt.NDArray[np.float64], active: npt.NDArray[np.bool_]
-    ) -> tuple[EntropyDraw | None, Amplified | None]:
-        """One draw for every active row, amplified to u; nothing on a follower rank."""
-        if self.source is None:
-            return None, None
+    ) -> StepDraw | None:
+        """One draw per arm for its active rows; nothing on a follower. In strict mode
+        (single rank) an arm whose source stays down is reported in the draw, not raised."""
+        if not self.draws:
+            return None
         counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
-        draw = self.source.draw(int(counts.sum()))
-        return draw, self._amplify(draw, counts, params, active)
+        strict_end = self.shared_u is None and self.end_token_id is not None
+        return self.arms.draw(params[:, _ARM], counts, keep_going=strict_end)
 
     def _amplify(
-        self,
-        draw: EntropyDraw,
-        counts: npt.NDArray[np.int64],
-        params: npt.NDArray[np.float64],
-        active: npt.NDArray[np.bool_],
+        self, draw: StepDraw, params: npt.NDArray[np.float64], active: npt.NDArray[np.bool_]
     ) -> Amplified:
         data = np.frombuffer(draw.data, dtype=np.uint8)
-        offsets = np.cumsum(counts) - counts
+        offsets, counts = draw.offsets, draw.counts
         rows = params.shape[0]
         # Inactive rows get u = 0.5 as a placeholder; they are never forced.
         u, z, mean = np.full(rows, 0.5), np.zeros(rows), np.zeros(rows)
@@ -273,7 +279,7 @@ class QRSampler:
         slots: npt.NDArray[np.int64],
         params: npt.NDArray[np.float64],
         amplified: Amplified,
-        draw: EntropyDraw,
+        draw: StepDraw,
         results: npt.NDArray[np.float64],
         start: float,
         where: _Where,
@@ -286,6 +292,7 @@ class QRSampler:
                 continue
             options = self.table.options[slots[row]]
             assert options is not None
+            arm, row_draw = draw.for_row(row)
             request_id, position = self._identity(int(slots[row]), row, where.positions)
             first = int(where.offsets[row])
             records.append(
@@ -302,9 +309,9 @@ class QRSampler:
                     num_candidates=int(candidates[row]),
                     temperature=float(temp[row]),
                     shannon_entropy=float(entropy[row]),
-                    entropy_source=draw.source,
-                    fallback=draw.fallback,
-                    fetch_ms=draw.fetch_ms,
+                    entropy_source=row_draw.source,
+                    fallback=row_draw.fallback,
+                    fetch_ms=row_draw.fetch_ms,
                     total_ms=total_ms,
                     config_hash=options.config_hash,
                     tag=options.tag,
@@ -320,6 +327,9 @@ class QRSampler:
                     population_mean=options.population_mean,
                     population_std=options.population_std,
                     uniform_clamp_epsilon=options.uniform_clamp_epsilon,
+                    arm=arm.label,
+                    fallback_reason=row_draw.fallback_reason,
+                    prng_seed=None if row_draw.fallback else arm.seed,
                 )
             )
             log_full.append(options.log_level == "full")
@@ -343,11 +353,12 @@ class QRSampler:
         logits: torch.Tensor,
         slots: npt.NDArray[np.int64],
         params: npt.NDArray[np.float64],
-        active: npt.NDArray[np.bool_],
+        ended: npt.NDArray[np.bool_],
         positions: npt.NDArray[np.int64] | None,
-        exc: EntropyUnavailableError,
+        draw: StepDraw,
     ) -> None:
-        """Strict mode, source still down: force ``end_token_id`` into the active rows.
+        """Strict mode, an arm's source still down: force ``end_token_id`` into that
+        arm's rows (``ended``); the other arms' rows are sampled as usual.
 
         A logits processor cannot abort a request, but it can choose its last token:
         the request ends as if the model had stopped, no token is chosen by any
@@ -356,24 +367,34 @@ class QRSampler:
         import torch
 
         assert self.end_token_id is not None
-        rows = np.flatnonzero(active)
         token = torch.full((len(slots),), self.end_token_id, dtype=torch.long)
-        force_tokens(logits, torch.from_numpy(active).to(logits.device), token.to(logits.device))
-        logger.error(
-            "strict mode: ended %d request(s) with the end-of-sequence token, no entropy: %s",
-            len(rows),
-            exc,
-        )
+        force_tokens(logits, torch.from_numpy(ended).to(logits.device), token.to(logits.device))
+        for arm, exc in draw.failures.items():
+            logger.error(
+                "strict mode: ended %d request(s) of arm %r with the end-of-sequence token, "
+                "no entropy: %s",
+                int(np.count_nonzero(ended & (draw.row_arm == arm))),
+                draw.arms[arm].label,
+                exc,
+            )
         records, log_full, keep = [], [], []
-        for row in rows:
+        for row in np.flatnonzero(ended).tolist():
             if not (params[row, _RECORD] > 0 or self.sink.log_path):
                 continue
             options = self.table.options[slots[row]]
             assert options is not None
-            request_id, position = self._identity(int(slots[row]), int(row), positions)
+            request_id, position = self._identity(int(slots[row]), row, positions)
+            arm = int(draw.row_arm[row])
             records.append(
                 ended_record(
-                    self.steps, int(row), self.end_token_id, options, exc, request_id, position
+                    self.steps,
+                    row,
+                    self.end_token_id,
+                    options,
+                    draw.failures[arm],
+                    request_id,
+                    position,
+                    draw.arms[arm].label,
                 )
             )
             log_full.append(options.log_level == "full")
@@ -384,23 +405,14 @@ class QRSampler:
         self.sink.close()
         if self.archive is not None:
             self.archive.close()
-        if self.source is not None:
-            self.source.close()
+        self.arms.close()
 
 
+@dataclass(frozen=True)
 class _Where:
     """Where each row's bytes sit in the step's draw and in the archive, and the
     positions the engine gave."""
 
-    def __init__(
-        self,
-        params: npt.NDArray[np.float64],
-        active: npt.NDArray[np.bool_],
-        positions: npt.NDArray[np.int64] | None,
-        archived_at: int | None,
-    ) -> None:
-        counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
-        # The draw holds the active rows' bytes back to back, in row order.
-        self.offsets = np.cumsum(counts) - counts
-        self.positions = positions
-        self.archived_at = archived_at
+    offsets: npt.NDArray[np.int64]
+    positions: npt.NDArray[np.int64] | None
+    archived_at: int | None

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qr_sampler.arms import ArmPolicy
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, resolve_options
 from qr_sampler.emission import EmissionGate
 from qr_sampler.environment import unknown_in_effect
@@ -67,6 +68,11 @@ def _extra_args(sampling_params: Any) -> Mapping[str, Any]:
 def _admission_defaults() -> SamplingOptions:
     """Server defaults for ``validate_params``, which runs without an instance."""
     return QRSamplerConfig.load().sampling_options()
+
+
+@functools.cache
+def _admission_arms() -> ArmPolicy:
+    return ArmPolicy.from_config(QRSamplerConfig.load())
 
 
 def _end_token_id(vllm_config: Any) -> int | None:
@@ -148,6 +154,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             registry.amplifiers,
             registry.temperature_strategies,
         )
+        _admission_arms().check(_extra_args(sampling_params))
 
     def is_argmax_invariant(self) -> bool:
         # Forcing a token changes the argmax: greedy requests must see it too.

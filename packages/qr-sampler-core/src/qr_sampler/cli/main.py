@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from qr_sampler.cli import (
     analyze_command,
+    calibrate_command,
     config_command,
     probe_command,
     profile_command,
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         profile_command,
         verify_command,
         analyze_command,
+        calibrate_command,
     ):
         module.add_parser(commands)
     return parser

@@ -35,14 +35,14 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--bytes",
-        type=_bounded(MAX_BYTES),
+        type=whole_number_up_to(MAX_BYTES),
         default=20480,
         metavar="N",
         help=f"bytes per draw, 1 to {MAX_BYTES} (default 20480, one token's worth)",
     )
     parser.add_argument(
         "--count",
-        type=_bounded(MAX_COUNT),
+        type=whole_number_up_to(MAX_COUNT),
         default=20,
         metavar="K",
         help=f"number of draws, 1 to {MAX_COUNT} (default 20)",
@@ -51,7 +51,7 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def _bounded(limit: int) -> Callable[[str], int]:
+def whole_number_up_to(limit: int) -> Callable[[str], int]:
     def whole_number(text: str) -> int:
         try:
             value = int(text)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from qr_sampler.entropy.base import EntropySource, check_byte_count
-from qr_sampler.errors import EntropyUnavailableError
+from qr_sampler.entropy.health import HealthTests
+from qr_sampler.errors import EntropyUnavailableError, HealthTestError
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ class EntropyDraw:
     source: str
     fallback: bool
     fetch_ms: float
+    #: Why the primary was not used (``EntropyUnavailableError.reason``); None if it was.
+    fallback_reason: str | None = None
 
 
 class FallbackEntropySource(EntropySource):
@@ -35,17 +38,20 @@ class FallbackEntropySource(EntropySource):
     With ``fallback=None`` (``QR_FALLBACK_MODE=error``) no other source is ever used,
     which is what a strict experiment wants: the draw retries the primary with backoff
     for up to ``strict_wait_s`` (a short outage only delays the step), then the error
-    propagates and the caller ends the step's requests.
+    propagates and the caller ends the step's requests. ``health`` tests every byte
+    the primary delivers; a draw that fails them is not used.
     """
 
     def __init__(
         self,
         primary: EntropySource,
         fallback: EntropySource | None,
+        health: HealthTests | None = None,
         strict_wait_s: float = 0.0,
     ) -> None:
         self.primary = primary
         self.fallback = fallback
+        self.health = health
         self.strict_wait_s = strict_wait_s
         self.name = primary.name
         self._lock = threading.Lock()
@@ -63,7 +69,7 @@ class FallbackEntropySource(EntropySource):
                 raise
             self._note_failure(exc)
             data = self.fallback.get_random_bytes(n)
-            return EntropyDraw(data, self.fallback.name, True, _ms_since(start))
+            return EntropyDraw(data, self.fallback.name, True, _ms_since(start), exc.reason)
         self._note_recovery()
         return EntropyDraw(data, self.primary.name, False, _ms_since(start))
 
@@ -76,6 +82,8 @@ class FallbackEntropySource(EntropySource):
             raise EntropyUnavailableError(
                 f"source {self.primary.name!r} returned {len(data)} bytes, expected {n}"
             )
+        if self.health is not None:
+            self.health.check(data)
         return data
 
     def _strict(self, n: int, start: float) -> bytes:
@@ -88,7 +96,13 @@ class FallbackEntropySource(EntropySource):
             except EntropyUnavailableError as exc:
                 left = deadline - time.perf_counter()
                 if left <= 0:
-                    raise EntropyUnavailableError(
+                    # A failed health test stays one, so records and callers see why.
+                    kind = (
+                        HealthTestError
+                        if isinstance(exc, HealthTestError)
+                        else EntropyUnavailableError
+                    )
+                    raise kind(
                         f"{exc} (strict mode, QR_FALLBACK_MODE=error: source "
                         f"{self.primary.name!r} retried for {self.strict_wait_s:g} s, "
                         "QR_STRICT_WAIT_S)"
@@ -125,6 +139,7 @@ class FallbackEntropySource(EntropySource):
             "primary": self.primary.health_check(),
             "fallback": self.fallback.name if self.fallback is not None else None,
             "fallback_draws": self._fallback_draws,
+            "health_tests": None if self.health is None else self.health.summary(),
         }
 
     def close(self) -> None:
