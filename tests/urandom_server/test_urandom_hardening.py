@@ -457,7 +457,7 @@ def test_cli_takes_the_key_and_tls_from_files(
         (["--api-key-file", "/dev/null"], {"QR_URANDOM_SERVER_API_KEY": KEY}, 1, "use one"),
         (["--tls-cert-file", "/x.crt"], {}, 2, "needs both"),
         (["--tls-client-ca-file", "/ca.crt"], {}, 2, "--tls-client-ca-file needs"),
-        (["--workers", "4", "--max-streams", "4"], {}, 1, "max_streams"),
+        (["--workers", "4", "--max-streams", "4"], {}, 2, "max_streams"),
     ],
 )
 def test_cli_refuses_unusable_security_settings(
