@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from qr_sampler.entropy.health import HealthCutoffs, HealthTests
 from qr_sampler.errors import HealthTestError
+from qr_sampler.uniformity import byte_chi_square
 
 _STANDARD = NormalDist()
 #: An offset counts as real only beyond this many standard errors of the sample.
@@ -82,8 +83,7 @@ def calibrate(
     counts = np.bincount(data, minlength=256).astype(np.float64)
     mean = float(np.dot(np.arange(256), counts) / n)
     std = float(math.sqrt(np.dot((np.arange(256) - mean) ** 2, counts) / n))
-    expected = n / 256
-    chi_square = float(((counts - expected) ** 2 / expected).sum())
+    chi_square = byte_chi_square(data)
     # z of one token: its sample mean's offset in units of the configured SEM.
     sem = expected_std / math.sqrt(sample_count)
     z_shift = (mean - expected_mean) / sem
@@ -102,8 +102,8 @@ def calibrate(
         expected_mean=expected_mean,
         expected_std=expected_std,
         mcv_min_entropy=mcv_min_entropy(int(counts.max()), n),
-        chi_square=chi_square,
-        chi_square_p=chi_square_p(chi_square, 255),
+        chi_square=chi_square.statistic,
+        chi_square_p=chi_square.p_value,
         health_failures=len(failures),
         health_first_failure=failures[0] if failures else None,
         sample_count=sample_count,
@@ -119,17 +119,6 @@ def mcv_min_entropy(most_common: int, n: int) -> float:
     p = most_common / n
     upper = min(1.0, p + 2.576 * math.sqrt(p * (1 - p) / (n - 1))) if n > 1 else 1.0
     return -math.log2(upper)
-
-
-def chi_square_p(statistic: float, df: int) -> float:
-    """Upper-tail p-value, by the Wilson-Hilferty cube-root normal approximation.
-
-    For 255 degrees of freedom its error is far below the 1e-6 threshold used here,
-    and it keeps scipy out of core's dependencies.
-    """
-    scale = 2.0 / (9.0 * df)
-    z = ((statistic / df) ** (1.0 / 3.0) - (1.0 - scale)) / math.sqrt(scale)
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def u_ks_distance(z_shift: float, z_scale: float, points: int = 2001) -> float:

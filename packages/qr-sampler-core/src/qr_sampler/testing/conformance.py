@@ -31,7 +31,7 @@ from qr_sampler.config import SamplingOptions
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.settings import QRSettings
-from qr_sampler.testing.statistics import StatisticResult, byte_chi_square, uniform_ks
+from qr_sampler.uniformity import StatisticResult, byte_chi_square, uniform_ks
 
 # Shorter secret values are not searched for: they would turn up in health
 # output by coincidence (a 4-digit PIN inside a latency figure).

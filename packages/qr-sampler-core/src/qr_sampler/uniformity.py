@@ -1,8 +1,9 @@
-"""P-values for the conformance suite's sanity checks, with numpy and the standard library.
+"""Uniformity p-values for bytes and u, with numpy and the standard library.
 
-Core must not depend on scipy, so the two distributions the suite needs are computed
-here: the chi-square upper tail (through the regularized incomplete gamma function)
-and the Kolmogorov distribution of the one-sample KS statistic.
+Used by the conformance suite and by ``qr-sampler calibrate``. Core must not depend
+on scipy, so the two distributions they need are computed here: the chi-square upper
+tail (through the regularized incomplete gamma function) and the Kolmogorov
+distribution of the one-sample KS statistic.
 """
 
 from __future__ import annotations
