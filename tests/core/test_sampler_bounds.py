@@ -162,6 +162,8 @@ def logits_of(kind: str, vocab: int, seed: int) -> torch.Tensor:
 @settings(
     max_examples=400,
     deadline=None,
+    # Seeded: every run draws the same examples, so the share admitted below is stable.
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
