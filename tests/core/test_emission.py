@@ -6,12 +6,12 @@ from qr_sampler.emission import EmissionGate
 from qr_sampler.records import TokenRecord
 
 
-def record(row: int, token_id: int) -> TokenRecord:
+def record(row: int, token_id: int, position: int) -> TokenRecord:
     return TokenRecord(
         step=1, row=row, u=0.5, z_score=0.0, sample_mean=127.5, sample_count=8,
         token_id=token_id, token_rank=0, token_prob=0.5, num_candidates=2, temperature=0.7,
         shannon_entropy=0.69, entropy_source="system", fallback=False, fetch_ms=0.1,
-        total_ms=0.2, config_hash="abc", tag="", request_id=f"r-{row}", position=None,
+        total_ms=0.2, config_hash="abc", tag="", request_id=f"r-{row}", position=position,
         entropy_sha256="00" * 32, bytes_offset=None, signal_amplifier_type="zscore_mean",
         population_mean=127.5, population_std=73.9, uniform_clamp_epsilon=1e-10,
     )  # fmt: skip
@@ -19,10 +19,12 @@ def record(row: int, token_id: int) -> TokenRecord:
 
 def test_only_tokens_the_engine_booked_are_written_with_their_position():
     written: list[tuple[list[TokenRecord], list[bool], list[bool]]] = []
-    gate = EmissionGate(lambda *step: written.append(step))
     decoding, prefilling, placeholder = [5, 6], [], [7]
-    gate.expect({0: decoding, 1: prefilling, 2: placeholder})
-    gate.hold([record(0, 9), record(1, 3), record(2, 4)], [True, False, False], [False] * 3)
+    outputs = {0: decoding, 1: prefilling, 2: placeholder}
+    gate = EmissionGate(lambda *step: written.append(step), outputs.__getitem__)
+    # Each record's position is its request's output length when it was sampled.
+    held = [record(0, 9, 2), record(1, 3, 0), record(2, 4, 1)]
+    gate.hold(held, [True, False, False], [False] * 3)
     assert written == []  # nothing before the engine books the step
 
     decoding.append(9)  # kept; row 1 was a prefill chunk, its sample dropped

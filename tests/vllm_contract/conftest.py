@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -72,3 +73,13 @@ def request_states(max_num_reqs: int = 16) -> SimpleNamespace:
         prefill_len=None,
         total_len=None,
     )
+
+
+def book(processor: Any, logits: torch.Tensor) -> None:
+    """What vLLM's V1 runner does after a step: append each row's (forced) token to its
+    request's output list, then start the next step, which writes the step's records."""
+    for row in range(logits.shape[0]):
+        output = processor.sampler.output_of(row)
+        if output is not None:
+            output.append(int(logits[row].argmax()))
+    processor.update_state(None)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import VOCAB, vllm_config
+from conftest import VOCAB, book, vllm_config
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdateBuilder, MoveDirectionality
 
@@ -26,12 +26,7 @@ def request(tag: str, arm: str | None = None) -> SamplingParams:
 def records_of_step(processor: QRSamplerLogitsProcessor, rows: int) -> list[dict[str, object]]:
     log = Path(processor.sampler.config.log_path)
     before = len(log.read_text().splitlines()) if log.exists() else 0
-    logits = processor.apply(torch.randn(rows, VOCAB))
-    # vLLM books each row's token into the request's output, then starts the next
-    # step; only then are the step's records written.
-    for row, output in processor.outputs.items():
-        output.append(int(logits[row].argmax()))
-    processor.update_state(None)
+    book(processor, processor.apply(torch.randn(rows, VOCAB)))
     return [json.loads(line) for line in log.read_text().splitlines()[before:]]
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import VOCAB, request_states, vllm_config
+from conftest import VOCAB, book, request_states, vllm_config
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdateBuilder, MoveDirectionality
 from vllm.v1.worker.gpu.sample.logits_processor import (
@@ -28,10 +28,7 @@ def tags_of_step(processor: QRSamplerLogitsProcessor, rows: int) -> list[str | N
     before = len(processor.sampler.sink.recent())
     processor.apply(logits)
     if processor.runner == "v1":
-        # What vLLM does next: books each row's token, then starts the next step.
-        for row in range(rows):
-            processor.outputs[row].append(int(logits[row].argmax()))
-        processor.update_state(None)
+        book(processor, logits)
     by_row: dict[int, str] = {r.row: r.tag for r in processor.sampler.sink.recent()[before:]}
     return [by_row.get(row) for row in range(rows)]
 
@@ -75,9 +72,7 @@ def test_a_bypassed_request_is_left_to_vllm_and_draws_no_entropy():
     processor.apply(logits)
     assert torch.equal(logits[1], original[1])
     assert int((logits[0] == 0).sum()) == 1
-    for row in (0, 1):
-        processor.outputs[row].append(int(logits[row].argmax()))
-    processor.update_state(None)
+    book(processor, logits)
     assert [r.tag for r in processor.sampler.sink.recent()] == ["qr"]
 
 

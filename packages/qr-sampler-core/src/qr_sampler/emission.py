@@ -12,9 +12,8 @@ record whose token was dropped is never written.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 
 from qr_sampler.records import TokenRecord
@@ -23,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 #: ``RecordSink.write_step``'s signature: records, log-in-full flags, keep flags.
 WriteStep = Callable[[list[TokenRecord], list[bool], list[bool]], None]
+#: The live output-token list of the request in a logits row (``None``: not known).
+OutputOf = Callable[[int], "Sized | None"]
 
 
 @dataclass
@@ -30,30 +31,28 @@ class _Held:
     record: TokenRecord
     log_full: bool
     keep: bool
-    outputs: Sequence[int]
-    position: int
+    outputs: Sized | None
+
+    def kept(self) -> bool:
+        """The engine booked the token: its output list grew past the token's position."""
+        position = self.record.position
+        return self.outputs is None or position is None or len(self.outputs) > position
 
 
 class EmissionGate:
     """Between the sampler and the record sink: writes only tokens the engine kept."""
 
-    def __init__(self, write_step: WriteStep) -> None:
+    def __init__(self, write_step: WriteStep, output_of: OutputOf) -> None:
         self._write_step = write_step
-        #: Per logits row of the step being sampled: that row's output list.
-        self._outputs: dict[int, Sequence[int]] = {}
+        self._output_of = output_of
         self._held: list[_Held] = []
         #: Tokens whose sample the engine dropped (partial prefill, recompute).
         self.dropped = 0
 
-    def expect(self, outputs_by_row: dict[int, Sequence[int]]) -> None:
-        """Before a step: the output-token list of each logits row."""
-        self._outputs = outputs_by_row
-
     def hold(self, records: list[TokenRecord], log_full: list[bool], keep: list[bool]) -> None:
         """Takes the step's records in place of the sink; ``settle`` writes them."""
         for record, full, kept in zip(records, log_full, keep, strict=True):
-            outputs = self._outputs[record.row]
-            self._held.append(_Held(record, full, kept, outputs, len(outputs)))
+            self._held.append(_Held(record, full, kept, self._output_of(record.row)))
 
     def settle(self) -> None:
         """Write the held records whose token was kept; forget the dropped ones.
@@ -65,8 +64,8 @@ class EmissionGate:
             return
         records, log_full, keep = [], [], []
         for held in self._held:
-            if len(held.outputs) > held.position:
-                records.append(dataclasses.replace(held.record, position=held.position))
+            if held.kept():
+                records.append(held.record)
                 log_full.append(held.log_full)
                 keep.append(held.keep)
             else:

@@ -111,6 +111,11 @@ class QRSampler:
         is the engine's list of its output tokens, if it keeps one (see ``Origin``)."""
         self.table.put(slot, options, Origin(self.request_ids.new(), output))
 
+    def output_of(self, slot: int) -> Sized | None:
+        """The engine's output-token list of the request in ``slot``, if it keeps one."""
+        origin = self.table.origins[slot]
+        return origin.output if origin is not None else None
+
     def sample(
         self,
         logits: torch.Tensor,

@@ -122,9 +122,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         for variable in unknown_in_effect(self.sampler.registry, env_file_path()):
             logger.warning("qr-sampler ignores %s", variable.message())
         config = self.sampler.config
-        #: V1: each slot's live output-token list, to see which tokens vLLM kept.
-        self.outputs: dict[int, Any] = {}
-        self.gate = EmissionGate(self.sampler.emit)
+        #: V1: holds each step's records until vLLM shows which sampled tokens it kept.
+        self.gate = EmissionGate(self.sampler.emit, self.sampler.output_of)
         if self.runner == "v1":
             self.sampler.emit = self.gate.hold
         if config.fallback_mode == "error":
@@ -180,22 +179,19 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         self.gate.settle()
         if batch_update is None:
             return
-        table, outputs = self.sampler.table, self.outputs
+        table = self.sampler.table
         # vLLM's contract: removed, then added, then moved.
         for index in batch_update.removed:
             table.clear(index)
-            outputs.pop(index, None)
         for index, params, _prompt_ids, output_ids in batch_update.added:
-            # vLLM extends output_ids after every step: its length is the position.
+            # vLLM extends output_ids after every step: its length is the position, and
+            # the emission gate reads it to see which sampled tokens vLLM kept.
             self._admit(index, params, output_ids)
-            outputs[index] = output_ids
         for first, second, direction in batch_update.moved:
             if direction.name == "SWAP":
                 table.swap(first, second)
-                outputs[first], outputs[second] = outputs.get(second), outputs.get(first)
             else:
                 table.move(first, second)
-                outputs[second] = outputs.pop(first, None)
 
     # Model Runner V2 -------------------------------------------------------
 
@@ -209,7 +205,6 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
 
     def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
         if ctx is None:
-            self.gate.expect(self.outputs)
             return self.sampler.sample(logits, np.arange(logits.shape[0], dtype=np.int64))
         slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
         if slots.shape[0] != logits.shape[0]:
