@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from qr_sampler import crossing
+from qr_sampler import crossing, selection
 from qr_sampler.selection import TOP_P_SLACK, select_tokens
 
 #: u this close to a boundary of the reference CDF may fall on either side.
@@ -96,6 +96,7 @@ def check(
         torch.from_numpy(top_p),
     )
     assert result.valid.all()
+    rank = result.ranks(logits)[0].tolist()
     values = logits.double().numpy()
     for row in range(logits.shape[0]):
         ref = reference(values[row], temperature[row], int(top_k[row]), top_p[row])
@@ -108,6 +109,7 @@ def check(
             assert int(result.nucleus_end[row]) == ref.nucleus_end, context
         tally.rows += 1
         distance = ref.distance(u[row])
+        assert rank[row] == (0 if ref.greedy else int(np.flatnonzero(ref.order == token)[0]))
         if token != ref.token(u[row]):
             tally.worst_mismatch = max(tally.worst_mismatch, distance)
             assert distance <= BOUNDARY, context
@@ -154,10 +156,15 @@ def random_options(
     return u, temperature, top_k.astype(np.int64), top_p
 
 
-@pytest.fixture(params=["sorted", "refined"])
+@pytest.fixture(params=["sort walk", "histogram, bin sorted", "histogram, bin refined"])
 def path(request, monkeypatch):
-    """Every case through both ways of ordering the crossing bin."""
-    if request.param == "refined":
+    """Every case through both walks, and both ways the histogram walk orders its
+    crossing bin."""
+    if request.param == "sort walk":
+        monkeypatch.setattr(selection, "SORT_ELEMENTS", 1 << 40)
+    else:
+        monkeypatch.setattr(selection, "SORT_ELEMENTS", 0)
+    if request.param.endswith("refined"):
         monkeypatch.setattr(crossing, "SORT_LIMIT", 4)
     return request.param
 

@@ -6,8 +6,11 @@ whose CDF interval holds u. u near 0 picks the most probable token. Logits that
 are already -inf (grammar masks, bad words, logit bias) keep probability 0.
 
 Weights and their sums are float64 whatever the logits' dtype, so the CDF is the
-one a float64 walk over the sorted row gives: ``crossing`` finds where it holds u
-without sorting the vocabulary.
+one a float64 walk over the sorted row gives. Two ways to that walk, chosen per
+step: a stable sort of the rows (few operations and no host reads, so on an
+accelerator and for small CPU batches), or, for large CPU batches where sorting
+is slow, ``crossing``'s histograms, which find where the CDF holds u without
+sorting the vocabulary.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from qr_sampler.crossing import LOWEST_EXPONENT, DescendingWalk
 
 if TYPE_CHECKING:
     import torch
+
+#: On the CPU, batches of at most this many logits are sorted; larger ones are walked
+#: by histogram (a CPU sort costs tens of nanoseconds per logit). Elsewhere every
+#: batch is sorted: a device sort is cheap, and the sorted walk never waits on the host.
+SORT_ELEMENTS = 8192
 
 #: A top-p prefix counts as reaching p when its mass is within this of p (as a
 #: fraction of the row's mass): p = 0.3 over ten equal tokens keeps three, whichever
@@ -44,12 +52,17 @@ class Selection:
     nucleus_cut: torch.Tensor | None
     #: The step's token weights after top-k (valid until the next step).
     weight: torch.Tensor
+    #: The sorted walk knows ranks and candidate counts already (see ``ranks``).
+    known_ranks: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def ranks(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """0-based rank of each chosen token in descending order, and how many
-        tokens had non-zero probability. Costs a few passes: for records only."""
+        tokens had non-zero probability. After a histogram walk this costs a few
+        passes over the logits: for records only."""
         import torch
 
+        if self.known_ranks is not None:
+            return self.known_ranks
         greedy = self.temperature <= 0
         rank = descending_rank(logits, self.token_id)
         candidates = (self.weight > 0).sum(dim=-1)
@@ -112,8 +125,8 @@ def select_tokens(
     logits: torch.Tensor,
     u: torch.Tensor,
     temperature_of: Callable[[torch.Tensor | None], torch.Tensor],
-    top_k: torch.Tensor,
-    top_p: torch.Tensor,
+    top_k: torch.Tensor | None,
+    top_p: torch.Tensor | None,
     *,
     with_entropy: bool = False,
     workspace: Workspace | None = None,
@@ -121,15 +134,16 @@ def select_tokens(
     """Pick one token per row. Rows whose temperature is ``<= 0`` are greedy.
 
     ``temperature_of`` maps the rows' Shannon entropy (None unless
-    ``with_entropy``) to their temperatures. Logits may be float16, bfloat16,
-    float32 or float64; they are only read.
+    ``with_entropy``) to their temperatures. ``top_k``/``top_p`` may be None when
+    no row uses them (the caller knows from its host-side options; asking the
+    device would wait for it). Logits may be float16, bfloat16, float32 or
+    float64; they are only read.
     """
     import torch
 
     workspace = workspace if workspace is not None else Workspace()
     # Half precision widens to float32 exactly; float64 keeps its own precision.
     values = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-    vocab = values.shape[-1]
     # amax propagates NaN, and +inf/-inf tops show up as non-finite too.
     row_max = values.amax(dim=-1)
     valid = torch.isfinite(row_max)
@@ -142,38 +156,150 @@ def select_tokens(
     # float64: a temperature such as 1e-46 is 0 in float32 and would divide by zero.
     wide_temperature = temperature.to(torch.float64)
     greedy = wide_temperature <= 0
-    safe_temperature = torch.where(greedy, torch.ones_like(wide_temperature), wide_temperature)
+    rows = _Rows(
+        values,
+        row_max,
+        torch.where(greedy, torch.ones_like(wide_temperature), wide_temperature),
+        greedy,
+        workspace,
+    )
+    walk = _sorted_walk if sorts(values) else _histogram_walk
+    return walk(rows, u, top_k, top_p).selection(valid, entropy, temperature)
 
-    weight, log_weight = _weights(values, row_max, safe_temperature, workspace)
-    floor = row_max.to(torch.float64) + LOWEST_EXPONENT * safe_temperature
+
+def sorts(values: torch.Tensor) -> bool:
+    """Whether the batch is walked by sorting it (see ``SORT_ELEMENTS``)."""
+    return values.device.type != "cpu" or values.numel() <= SORT_ELEMENTS
+
+
+class _Rows:
+    """What both walks start from: the rows, their maxima and (safe) temperatures."""
+
+    def __init__(
+        self,
+        values: torch.Tensor,
+        row_max: torch.Tensor,
+        temperature: torch.Tensor,
+        greedy: torch.Tensor,
+        workspace: Workspace,
+    ) -> None:
+        self.values, self.row_max, self.temperature = values, row_max, temperature
+        self.greedy, self.workspace = greedy, workspace
+
+    def weights(self, ordered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """float64 weights of ``ordered`` (the rows, in whichever order the walk
+        needs), and their float32 log-weights."""
+        return _weights(ordered, self.row_max, self.temperature, self.workspace)
+
+
+@dataclass(frozen=True)
+class _Walked:
+    """A walk's chosen token: its weight, the mass it was drawn from, the nucleus
+    (its last token, and which rows top-p cut) and, where the walk knows them,
+    (rank, candidates)."""
+
+    rows: _Rows
+    weight: torch.Tensor
+    token_id: torch.Tensor
+    amount: torch.Tensor
+    mass: torch.Tensor
+    nucleus: tuple[torch.Tensor, torch.Tensor] | None = None
+    known_ranks: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def selection(
+        self, valid: torch.Tensor, entropy: torch.Tensor | None, temperature: torch.Tensor
+    ) -> Selection:
+        import torch
+
+        greedy = self.rows.greedy
+        prob = torch.where(greedy, torch.ones_like(self.mass), self.amount / self.mass)
+        end, cut = self.nucleus if self.nucleus is not None else (None, None)
+        return Selection(
+            self.token_id, prob, valid, entropy, temperature, end, cut, self.weight, self.known_ranks
+        )
+
+
+def _sorted_walk(
+    rows: _Rows, u: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None
+) -> _Walked:
+    """The walk itself: a stable descending sort (ties keep token-id order), float64
+    running sums, and binary searches; no host reads."""
+    import torch
+
+    ordered, order = rows.values.sort(dim=-1, descending=True, stable=True)
+    weight, _ = rows.weights(ordered)
+    if top_k is not None:
+        vocab = ordered.shape[-1]
+        bites = (top_k > 0) & (top_k < vocab)
+        kth = ordered.gather(1, (top_k - 1).clamp(min=0, max=vocab - 1)[:, None])
+        weight.masked_fill_(bites[:, None] & (ordered < kth), 0.0)
+    through = weight.cumsum(dim=-1)
+    total = through[:, -1]
+    # Weights fall along the sorted row, so the positive ones are a prefix.
+    positive = (weight > 0).sum(dim=-1)
+    last = (positive - 1).clamp(min=0)[:, None]
+    mass, candidates, nucleus, end = total, positive, None, last
+    if top_p is not None:
+        reach = (top_p.to(torch.float64) - TOP_P_SLACK).clamp(min=0) * total
+        end = torch.minimum(torch.searchsorted(through, reach[:, None]), last)
+        cut = top_p < 1
+        mass = torch.where(cut, through.gather(1, end).squeeze(1), total)
+        candidates = torch.where(cut, end.squeeze(1) + 1, positive)
+        nucleus = (order.gather(1, end).squeeze(1), cut)
+        end = torch.where(cut[:, None], end, last)
+    target = torch.where(rows.greedy, torch.zeros_like(mass), u.to(torch.float64) * mass)
+    # The first token whose running sum exceeds the target, never past the nucleus.
+    at = torch.minimum(torch.searchsorted(through, target[:, None], right=True), end)
+    greedy = rows.greedy
+    rank = torch.where(greedy, torch.zeros_like(positive), at.squeeze(1))
+    return _Walked(
+        rows,
+        weight,
+        order.gather(1, at).squeeze(1),
+        weight.gather(1, at).squeeze(1),
+        mass,
+        nucleus,
+        (rank, torch.where(greedy, torch.ones_like(rank), candidates)),
+    )
+
+
+def _histogram_walk(
+    rows: _Rows, u: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None
+) -> _Walked:
+    """The walk by histograms over log-weight (``crossing``), in token-id order."""
+    import torch
+
+    values = rows.values
+    weight, log_weight = rows.weights(values)
+    floor = rows.row_max.to(torch.float64) + LOWEST_EXPONENT * rows.temperature
+    workspace = rows.workspace
     walk = DescendingWalk(
         values, log_weight, floor, lambda name, dtype: workspace.get(name, values, dtype)
     )
-    k_threshold = _top_k_threshold(walk, top_k, vocab)
-    if k_threshold is not None:
-        weight.masked_fill_(values < k_threshold[:, None], 0.0)
+    if top_k is not None:
+        k_threshold = _top_k_threshold(walk, top_k, values.shape[-1])
+        if k_threshold is not None:
+            weight.masked_fill_(values < k_threshold[:, None], 0.0)
 
     masses = walk.histogram(weight)
     total = masses.totals
-    mass, nucleus_end, cut = total, None, None
-    if bool((top_p < 1).any()):
+    mass, nucleus = total, None
+    if top_p is not None and bool((top_p < 1).any()):
         # The nucleus ends at the first token whose cumulative mass reaches p.
         reach = (top_p.to(torch.float64) - TOP_P_SLACK).clamp(min=0) * total
-        nucleus = masses.crossing(reach, inclusive=True)
+        end = masses.crossing(reach, inclusive=True)
         cut = top_p < 1
-        mass = torch.where(cut, nucleus.through, total)
-        nucleus_end = nucleus.token_id
-    target = torch.where(greedy, torch.zeros_like(total), u.to(torch.float64) * mass)
+        mass = torch.where(cut, end.through, total)
+        nucleus = (end.token_id, cut)
+    target = torch.where(rows.greedy, torch.zeros_like(total), u.to(torch.float64) * mass)
     chosen = masses.crossing(target, inclusive=False)
     token_id, amount = chosen.token_id, chosen.amount
-    if nucleus_end is not None and cut is not None:
+    if nucleus is not None:
         # u rounding to 1 must not step past the nucleus, whatever the sums did.
-        beyond = cut & _comes_after(values, token_id, nucleus_end)
-        token_id = torch.where(beyond, nucleus_end, token_id)
-        amount = torch.where(beyond, nucleus.amount, amount)
-
-    prob = torch.where(greedy, torch.ones_like(mass), amount / mass)
-    return Selection(token_id, prob, valid, entropy, temperature, nucleus_end, cut, weight)
+        beyond = nucleus[1] & _comes_after(values, token_id, nucleus[0])
+        token_id = torch.where(beyond, nucleus[0], token_id)
+        amount = torch.where(beyond, end.amount, amount)
+    return _Walked(rows, weight, token_id, amount, mass, nucleus)
 
 
 def _weights(
