@@ -215,7 +215,15 @@ class _Walked:
         prob = torch.where(greedy, torch.ones_like(self.mass), self.amount / self.mass)
         end, cut = self.nucleus if self.nucleus is not None else (None, None)
         return Selection(
-            self.token_id, prob, valid, entropy, temperature, end, cut, self.weight, self.known_ranks
+            self.token_id,
+            prob,
+            valid,
+            entropy,
+            temperature,
+            end,
+            cut,
+            self.weight,
+            self.known_ranks,
         )
 
 
