@@ -68,6 +68,7 @@ def step(sampler: QRSampler, arms: list[str | None]) -> list[dict[str, object]]:
             extra["qr_arm"] = arm
         sampler.table.put(slot, sampler.resolve(extra))
     sampler.sample(torch.randn(len(arms), 40), np.arange(len(arms)))
+    sampler.sink.flush()
     log = Path(sampler.config.log_path)
     return [json.loads(line) for line in log.read_text().splitlines()][-len(arms) :]
 

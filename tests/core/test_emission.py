@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from qr_sampler.emission import EmissionGate
-from qr_sampler.records import TokenRecord
+from qr_sampler.records import RecordSink, StepRecords, TokenRecord
 
 
 def record(row: int, token_id: int, position: int) -> TokenRecord:
@@ -18,23 +20,35 @@ def record(row: int, token_id: int, position: int) -> TokenRecord:
 
 
 def test_only_tokens_the_engine_booked_are_written_with_their_position():
-    written: list[tuple[list[TokenRecord], list[bool], list[bool]]] = []
+    written: list[StepRecords] = []
     decoding, prefilling, placeholder = [5, 6], [], [7]
     outputs = {0: decoding, 1: prefilling, 2: placeholder}
-    gate = EmissionGate(lambda *step: written.append(step), outputs.__getitem__)
+    gate = EmissionGate(written.append, outputs.__getitem__)
     # Each record's position is its request's output length when it was sampled.
     held = [record(0, 9, 2), record(1, 3, 0), record(2, 4, 1)]
-    gate.hold(held, [True, False, False], [False] * 3)
+    gate.hold(StepRecords.ready(held, [True, False, False], [False] * 3))
     assert written == []  # nothing before the engine books the step
 
     decoding.append(9)  # kept; row 1 was a prefill chunk, its sample dropped
     placeholder.append(-1)  # async scheduling books a placeholder first
     gate.settle()
-    ((records, log_full, keep),) = written
-    assert [(r.row, r.position) for r in records] == [(0, 2), (2, 1)]
-    assert log_full == [True, False]
-    assert keep == [False, False]
+    (step,) = written
+    assert step.kept == [True, False, True]
+    kept = [r for r, k in zip(step.build(), step.kept, strict=True) if k and r is not None]
+    assert [(r.row, r.position) for r in kept] == [(0, 2), (2, 1)]
     assert gate.dropped == 1
 
     gate.settle()  # nothing held: nothing written
     assert len(written) == 1
+
+
+def test_a_sink_writes_only_the_kept_rows_of_a_step(tmp_path):
+    sink = RecordSink(str(tmp_path / "r.jsonl"))
+    step = StepRecords.ready([record(0, 9, 2), record(1, 3, 0)], [False, False], [True, True])
+    step.kept = [False, True]
+    sink.write_step(step)
+    assert [(r.row, r.token_id) for r in sink.recent()] == [(1, 3)]
+    sink.close()
+    assert [
+        json.loads(line)["row"] for line in (tmp_path / "r.jsonl").read_text().splitlines()
+    ] == [1]

@@ -159,6 +159,7 @@ def test_a_disk_that_fills_up_loses_records_but_never_a_step(
     sampler.table.put(0, sampler.defaults)
     sampler.table.put(1, sampler.defaults)
     sampler.sample(torch.randn(2, 30), np.arange(2))
+    sampler.sink.flush()
     # The disk fills up under the open file: from now on every write gets ENOSPC.
     record_fd = sampler.sink._file._fd  # type: ignore[union-attr]
     saved = os.dup(record_fd)
@@ -168,6 +169,7 @@ def test_a_disk_that_fills_up_loses_records_but_never_a_step(
     with caplog.at_level(logging.WARNING, logger="qr_sampler"):
         for _ in range(5):
             forced(sampler.sample(torch.randn(2, 30), np.arange(2)))
+        sampler.sink.flush()
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1  # once per interval, not once per step
     assert "QR_LOG_PATH=" in errors[0].getMessage()
@@ -178,6 +180,7 @@ def test_a_disk_that_fills_up_loses_records_but_never_a_step(
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="qr_sampler"):
         sampler.sample(torch.randn(2, 30), np.arange(2))
+        sampler.sink.flush()
     # the eight records lost after the first report, and these two
     assert "10 record(s) lost since the last report, 12 in all" in caplog.text
 
@@ -186,6 +189,7 @@ def test_a_disk_that_fills_up_loses_records_but_never_a_step(
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="qr_sampler"):
         sampler.sample(torch.randn(2, 30), np.arange(2))
+        sampler.sink.flush()
     assert "again; 12 record(s) lost in all" in caplog.text
     sampler.close()
     steps = [strict_json(line)["step"] for line in log.read_text().splitlines()]

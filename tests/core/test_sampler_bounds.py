@@ -42,7 +42,8 @@ def make_sampler(path: str, source: EntropySource) -> QRSampler:
     return QRSampler(config=config, source=FallbackEntropySource(source, None))
 
 
-def records(path: str) -> list[dict[str, Any]]:
+def records(path: str, sampler: QRSampler) -> list[dict[str, Any]]:
+    sampler.sink.flush()  # records are written on their own thread
     with open(path) as lines:
         return [json.loads(line) for line in lines]
 
@@ -55,7 +56,7 @@ def test_a_source_of_only_0xff_bytes_never_leaves_the_nucleus(tmp_path):
         logits = torch.log(torch.tensor([[0.4, 0.3, 0.2, 0.1]]))
         sampler.sample(logits, np.arange(1))
         assert logits[0].argmax().item() == 1
-    assert [r["token_id"] for r in records(path)] == [1] * 5
+    assert [r["token_id"] for r in records(path, sampler)] == [1] * 5
 
 
 def test_edt_without_a_lower_clamp_on_a_confident_row_respects_the_mask(tmp_path):
@@ -69,7 +70,7 @@ def test_edt_without_a_lower_clamp_on_a_confident_row_respects_the_mask(tmp_path
     logits[0, 5] = 0.0
     sampler.sample(logits, np.arange(1))
     assert logits[0].argmax().item() == 5
-    (record,) = records(path)
+    (record,) = records(path, sampler)
     assert record["token_id"] == 5
     assert 0 < record["temperature"] < 1e-45
     assert all(math.isfinite(record[name]) for name in NUMERIC_RECORD_FIELDS)
@@ -86,7 +87,7 @@ def test_a_step_on_half_or_double_logits_forces_in_their_dtype(tmp_path, dtype):
     sampler.sample(logits, np.arange(3))
     assert logits.dtype == dtype
     assert (logits == 0).sum(dim=-1).tolist() == [1, 1, 1]
-    assert [r["token_id"] % 2 for r in records(path)] == [1, 1, 1]
+    assert [r["token_id"] % 2 for r in records(path, sampler)] == [1, 1, 1]
 
 
 @pytest.mark.parametrize(
@@ -192,7 +193,7 @@ def test_every_admitted_request_gives_a_finite_record_and_an_allowed_token(
     original = logits.clone()
     sampler.sample(logits, np.arange(2))
     sampler.close()
-    written = records(str(path))
+    written = records(str(path), sampler)
     assert len(written) == 2
     for record in written:
         token = record["token_id"]

@@ -77,9 +77,11 @@ def request_states(max_num_reqs: int = 16) -> SimpleNamespace:
 
 def book(processor: Any, logits: torch.Tensor) -> None:
     """What vLLM's V1 runner does after a step: append each row's (forced) token to its
-    request's output list, then start the next step, which writes the step's records."""
+    request's output list, then start the next step, which writes the step's records
+    (on the records thread: waited for here)."""
     for row in range(logits.shape[0]):
         output = processor.sampler.output_of(row)
         if output is not None:
             output.append(int(logits[row].argmax()))
     processor.update_state(None)
+    processor.sampler.sink.flush()

@@ -82,6 +82,7 @@ def test_the_sampler_emits_exactly_the_token_qr_sampler_chose(tmp_path, monkeypa
             tokens.append(token)
         for processor in processors.all:
             processor.update_state(None)  # the next step: records of kept tokens are written
+        ours.sampler.sink.flush()
         records = [
             json.loads(line)
             for line in (tmp_path / "tokens.jsonl").read_text().splitlines()

@@ -14,29 +14,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sized
-from dataclasses import dataclass
 
-from qr_sampler.records import TokenRecord
+from qr_sampler.records import StepRecords
 
 logger = logging.getLogger(__name__)
 
-#: ``RecordSink.write_step``'s signature: records, log-in-full flags, keep flags.
-WriteStep = Callable[[list[TokenRecord], list[bool], list[bool]], None]
+#: ``RecordSink.write_step``.
+WriteStep = Callable[[StepRecords], None]
 #: The live output-token list of the request in a logits row (``None``: not known).
 OutputOf = Callable[[int], "Sized | None"]
 
 
-@dataclass
-class _Held:
-    record: TokenRecord
-    log_full: bool
-    keep: bool
-    outputs: Sized | None
-
-    def kept(self) -> bool:
-        """The engine booked the token: its output list grew past the token's position."""
-        position = self.record.position
-        return self.outputs is None or position is None or len(self.outputs) > position
+def _kept(position: int | None, outputs: Sized | None) -> bool:
+    """The engine booked the token: its output list grew past the token's position."""
+    return outputs is None or position is None or len(outputs) > position
 
 
 class EmissionGate:
@@ -45,14 +36,13 @@ class EmissionGate:
     def __init__(self, write_step: WriteStep, output_of: OutputOf) -> None:
         self._write_step = write_step
         self._output_of = output_of
-        self._held: list[_Held] = []
+        self._held: list[tuple[StepRecords, list[Sized | None]]] = []
         #: Tokens whose sample the engine dropped (partial prefill, recompute).
         self.dropped = 0
 
-    def hold(self, records: list[TokenRecord], log_full: list[bool], keep: list[bool]) -> None:
+    def hold(self, step: StepRecords) -> None:
         """Takes the step's records in place of the sink; ``settle`` writes them."""
-        for record, full, kept in zip(records, log_full, keep, strict=True):
-            self._held.append(_Held(record, full, kept, self._output_of(record.row)))
+        self._held.append((step, [self._output_of(row) for row in step.rows]))
 
     def settle(self) -> None:
         """Write the held records whose token was kept; forget the dropped ones.
@@ -60,21 +50,18 @@ class EmissionGate:
         Call after the engine has booked the previous step's tokens and before a
         request's output list is let go (its removal from the batch).
         """
-        if not self._held:
-            return
-        records, log_full, keep = [], [], []
-        for held in self._held:
-            if held.kept():
-                records.append(held.record)
-                log_full.append(held.log_full)
-                keep.append(held.keep)
-            else:
-                self.dropped += 1
-        if len(records) < len(self._held):
-            logger.debug(
-                "qr-sampler: %d sampled token(s) dropped by vLLM (prefill chunk or "
-                "recompute); no record written for them",
-                len(self._held) - len(records),
-            )
-        self._held = []
-        self._write_step(records, log_full, keep)
+        held, self._held = self._held, []
+        for step, outputs in held:
+            step.kept = [
+                _kept(position, output)
+                for position, output in zip(step.positions, outputs, strict=True)
+            ]
+            dropped = step.kept.count(False)
+            if dropped:
+                self.dropped += dropped
+                logger.debug(
+                    "qr-sampler: %d sampled token(s) dropped by vLLM (prefill chunk or "
+                    "recompute); no record written for them",
+                    dropped,
+                )
+            self._write_step(step)

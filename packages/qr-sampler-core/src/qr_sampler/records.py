@@ -8,6 +8,8 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -122,11 +124,55 @@ def ended_record(
     )
 
 
-class RecordSink:
-    """Writes each step's records in row order, in one write per step.
+@dataclass
+class StepRecords:
+    """One step's records, built and written off the engine's critical path.
 
-    A crash therefore loses at most the step in flight. Memory stays bounded:
-    only the last ``keep_recent`` records of diagnostic-mode requests are held.
+    ``rows``/``positions`` say which logits row and which output index each record
+    belongs to, so an emission gate can decide which to keep before any is built;
+    ``build`` makes them (it may wait for the step's results to reach the host) and
+    returns None for a row that got no token.
+    """
+
+    rows: list[int]
+    positions: list[int | None]
+    log_full: list[bool]
+    keep: list[bool]
+    build: Callable[[], list[TokenRecord | None]]
+    #: Which rows the engine kept (set by an emission gate); None keeps them all.
+    kept: list[bool] | None = None
+
+    @classmethod
+    def ready(
+        cls, records: list[TokenRecord], log_full: list[bool], keep: list[bool]
+    ) -> StepRecords:
+        """Records already built."""
+        built: list[TokenRecord | None] = list(records)
+        return cls(
+            [r.row for r in records], [r.position for r in records], log_full, keep, lambda: built
+        )
+
+
+_writer: ThreadPoolExecutor | None = None
+
+
+def _records_thread() -> ThreadPoolExecutor:
+    """The one thread that builds and writes every sink's records, in hand-over order.
+    The executor finishes queued work when the interpreter exits."""
+    global _writer
+    if _writer is None:
+        _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qr-sampler-records")
+    return _writer
+
+
+class RecordSink:
+    """Writes each step's records in row order, in one write per step, on a thread.
+
+    The engine hands a step over and goes on; the thread builds the records, then
+    writes, logs and keeps them. A step is handed over only once the previous one is
+    written, so a crash loses at most the step in flight and memory stays bounded:
+    besides that, only the last ``keep_recent`` records of diagnostic-mode requests
+    are held.
 
     The file is opened here, so a ``log_path`` that cannot be written fails at
     start-up (``LogPathError``). A write that fails later (a full disk) never fails
@@ -146,21 +192,46 @@ class RecordSink:
         self._lost_unreported = 0
         self._failing = False
         self._last_error_log = -math.inf
+        self._in_flight: Future[None] | None = None
 
-    def write_step(
-        self,
-        records: list[TokenRecord],
-        log_full: list[bool],
-        keep: list[bool],
-    ) -> None:
-        """``log_full[i]``/``keep[i]``: log record i in full / keep it in memory."""
+    def write_step(self, step: StepRecords) -> None:
+        """Hand a step's records over; returns once the previous step is written."""
+        if not step.rows:
+            return
+        self.flush()
+        self._in_flight = _records_thread().submit(self._write, step)
+
+    def flush(self) -> None:
+        """Wait until every step handed over is written."""
+        if self._in_flight is not None:
+            self._in_flight.result()
+            self._in_flight = None
+
+    def _write(self, step: StepRecords) -> None:
+        kept = step.kept if step.kept is not None else [True] * len(step.rows)
+        try:
+            self._write_kept(step, kept)
+        except Exception:
+            # A records bug must not reach the engine; say so loudly instead.
+            logger.exception("qr-sampler could not build or write a step's token records")
+            self.lost_records += sum(kept)
+
+    def _write_kept(self, step: StepRecords, kept: list[bool]) -> None:
+        chosen = [
+            (record, full, keep)
+            for record, full, keep, wanted in zip(
+                step.build(), step.log_full, step.keep, kept, strict=True
+            )
+            if wanted and record is not None
+        ]
         with self._lock:
-            if self._file is not None and records:
-                self._append("".join(record.to_json() + "\n" for record in records), len(records))
-            for record, full, kept in zip(records, log_full, keep, strict=True):
+            if self._file is not None and chosen:
+                text = "".join(record.to_json() + "\n" for record, _, _ in chosen)
+                self._append(text, len(chosen))
+            for record, full, keep in chosen:
                 if full:
                     logger.info("qr-sampler token %s", record.to_json())
-                if kept:
+                if keep:
                     self._recent.append(record)
 
     def _append(self, text: str, count: int) -> None:
@@ -197,10 +268,12 @@ class RecordSink:
 
     def recent(self) -> list[TokenRecord]:
         """The most recent records of diagnostic-mode requests, oldest first."""
+        self.flush()
         with self._lock:
             return list(self._recent)
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
             if self._file is not None:
                 self._file.close()

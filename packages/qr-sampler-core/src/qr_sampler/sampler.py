@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Iterator, Mapping, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +22,15 @@ from qr_sampler.bytes_archive import BytesArchive
 from qr_sampler.config import QRSamplerConfig, SamplingOptions, check_registered, resolve_options
 from qr_sampler.entropy.fallback import FallbackEntropySource
 from qr_sampler.errors import EntropyUnavailableError
+from qr_sampler.host_copy import HostCopy
 from qr_sampler.plugins import Registry, get_registry
 from qr_sampler.provenance import Origin, RequestIds, sha256_hex
-from qr_sampler.records import RecordSink, SummaryLog, TokenRecord, ended_record
+from qr_sampler.records import RecordSink, StepRecords, SummaryLog, TokenRecord, ended_record
 from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
 from qr_sampler.selection import Selection, Workspace, force_tokens, select_tokens
 from qr_sampler.temperature import TemperatureStrategy
 from qr_sampler.tensor_parallel import SharedU
+from qr_sampler.unsampled import UnsampledRows
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +43,8 @@ _SAMPLE_COUNT = RequestTable.column("sample_count")
 _AMPLIFIER = RequestTable.column("signal_amplifier_type")
 _STRATEGY = RequestTable.column("temperature_strategy")
 _ARM = RequestTable.column("arm")
+_TOP_K = RequestTable.column("top_k")
+_TOP_P = RequestTable.column("top_p")
 
 
 class QRSampler:
@@ -93,6 +97,7 @@ class QRSampler:
         self.request_ids = RequestIds()
         self.summary = SummaryLog(enabled=self.config.log_level != "none")
         self.workspace = Workspace()
+        self.unsampled = UnsampledRows()
         self.steps = 0
 
     def resolve(self, extra_args: Mapping[str, Any] | None) -> SamplingOptions:
@@ -162,9 +167,10 @@ class QRSampler:
 
         # The step's only host-to-device copy: u and the rows' options together.
         on_device = torch.from_numpy(np.column_stack([u_host, params])).to(logits.device)
-        u = on_device[:, 0].contiguous()
-        columns = {name: on_device[:, i + 1] for i, name in enumerate(COLUMNS)}
+        u = on_device[:, 0]
+        columns = _Columns(on_device)
         if self.shared_u is not None:
+            u = u.contiguous()  # broadcast fills the tensor in place
             self.shared_u.broadcast(u)
             if bool(u.isnan().any()):
                 raise EntropyUnavailableError(
@@ -182,31 +188,27 @@ class QRSampler:
         def temperatures(entropy: torch.Tensor | None) -> torch.Tensor:
             return self._temperatures(columns, entropy, strategy_ids, vocab)
 
+        # What the rows need is known here, on the host; asking the device would wait.
+        top_k, top_p = params[active, _TOP_K], params[active, _TOP_P]
         needs_entropy = bool(wanted) or any(self._strategies[i].needs_entropy for i in strategy_ids)
         selection = select_tokens(
             logits,
             u,
             temperatures,
-            columns["top_k"].long(),
-            columns["top_p"],
+            columns["top_k"].long() if ((top_k > 0) & (top_k < vocab)).any() else None,
+            columns["top_p"] if (top_p < 1).any() else None,
             with_entropy=needs_entropy,
             workspace=self.workspace,
         )
         # Ranks are read from the logits as they were, so before forcing.
-        results = self._per_row_results(selection, logits) if wanted else None
+        results = HostCopy(self._per_row_results(selection, logits)) if wanted else None
         active_rows = columns["active"].bool()
         force_tokens(logits, active_rows & selection.valid, selection.token_id)
-        invalid = active_rows & ~selection.valid
-        if bool(invalid.any()):
-            logger.warning(
-                "left %d row(s) to vLLM's sampler: their logits are all -inf or hold "
-                "NaN/inf, so no token can be chosen from a distribution",
-                int(invalid.sum()),
-            )
+        self.unsampled.add(active_rows & ~selection.valid)
         if draw is not None and amplified is not None:
             if results is not None:
                 where = _Where(draw.offsets, positions, archived_at)
-                self._write_records(wanted, slots, params, amplified, draw, results, start, where)
+                self._hand_over(wanted, slots, params, amplified, draw, results, start, where)
             self.summary.add_step(
                 int(active.sum()), draw.fallback_tokens(active), draw.fetch_ms, draw.health_failures
             )
@@ -247,6 +249,10 @@ class QRSampler:
     ) -> torch.Tensor:
         import torch
 
+        if len(strategy_ids) == 1:
+            # Every active row has this strategy; the other rows are not forced.
+            strategy = self._strategies[int(strategy_ids[0])]
+            return strategy.temperatures(columns, entropy, vocab_size)
         strategy_column = columns["temperature_strategy"]
         temperature = torch.ones_like(strategy_column)
         for strategy_id in strategy_ids:
@@ -256,90 +262,87 @@ class QRSampler:
         return temperature
 
     @staticmethod
-    def _per_row_results(selection: Selection, logits: torch.Tensor) -> npt.NDArray[np.float64]:
-        """One small device-to-host copy of the per-row results; never the logits."""
+    def _per_row_results(selection: Selection, logits: torch.Tensor) -> torch.Tensor:
+        """The per-row results records need, as one small tensor; never the logits."""
         import torch
 
         assert selection.entropy is not None
         rank, candidates = selection.ranks(logits)
-        return (
-            torch.stack(
-                [
-                    selection.token_id.double(),
-                    rank.double(),
-                    selection.prob.double(),
-                    candidates.double(),
-                    selection.temperature.double(),
-                    selection.entropy.double(),
-                    selection.valid.double(),
-                ]
-            )
-            .cpu()
-            .numpy()
-        )
+        columns = (selection.token_id, rank, selection.prob, candidates, selection.temperature)
+        return torch.stack([c.double() for c in (*columns, selection.entropy, selection.valid)])
 
-    def _write_records(
+    def _hand_over(
         self,
-        rows: Sequence[int],
+        rows: list[int],
         slots: npt.NDArray[np.int64],
         params: npt.NDArray[np.float64],
         amplified: Amplified,
         draw: StepDraw,
-        results: npt.NDArray[np.float64],
+        results: HostCopy,
         start: float,
         where: _Where,
     ) -> None:
-        token_id, rank, prob, candidates, temp, entropy, valid = results
-        total_ms = (time.perf_counter() - start) * 1000.0
-        records, log_full, keep = [], [], []
-        for row in rows:
-            if not valid[row]:
-                continue
-            options = self.table.options[slots[row]]
-            assert options is not None
-            arm, row_draw = draw.for_row(row)
-            request_id, position = self._identity(int(slots[row]), row, where.positions)
-            first = int(where.offsets[row])
-            records.append(
-                TokenRecord(
-                    step=self.steps,
-                    row=row,
-                    u=float(amplified.u[row]),
-                    z_score=float(amplified.z_score[row]),
-                    sample_mean=float(amplified.sample_mean[row]),
-                    sample_count=int(params[row, _SAMPLE_COUNT]),
-                    token_id=int(token_id[row]),
-                    token_rank=int(rank[row]),
-                    token_prob=float(prob[row]),
-                    num_candidates=int(candidates[row]),
-                    temperature=float(temp[row]),
-                    shannon_entropy=float(entropy[row]),
-                    entropy_source=row_draw.source,
-                    fallback=row_draw.fallback,
-                    fetch_ms=row_draw.fetch_ms,
-                    total_ms=total_ms,
-                    config_hash=options.config_hash,
-                    tag=options.tag,
-                    request_id=request_id,
-                    position=position,
-                    entropy_sha256=sha256_hex(
-                        memoryview(draw.data)[first : first + int(params[row, _SAMPLE_COUNT])]
-                    ),
-                    bytes_offset=where.archived_at + first
-                    if where.archived_at is not None
-                    else None,
-                    signal_amplifier_type=options.signal_amplifier_type,
-                    population_mean=options.population_mean,
-                    population_std=options.population_std,
-                    uniform_clamp_epsilon=options.uniform_clamp_epsilon,
-                    arm=arm.label,
-                    fallback_reason=row_draw.fallback_reason,
-                    prng_seed=None if row_draw.fallback else arm.seed,
+        """Pass the step's records to the sink: what changes after this step (the
+        request table, output lists) is read now; the records are built later."""
+        options = [self.table.options[slots[row]] for row in rows]
+        identities = [self._identity(int(slots[row]), row, where.positions) for row in rows]
+        step, total_ms = self.steps, (time.perf_counter() - start) * 1000.0
+
+        def build() -> list[TokenRecord | None]:
+            token_id, rank, prob, candidates, temp, entropy, valid = results.numpy()
+            built: list[TokenRecord | None] = []
+            for row, option, (request_id, position) in zip(rows, options, identities, strict=True):
+                if not valid[row] or option is None:
+                    built.append(None)
+                    continue
+                arm, row_draw = draw.for_row(row)
+                first, count = int(where.offsets[row]), int(params[row, _SAMPLE_COUNT])
+                built.append(
+                    TokenRecord(
+                        step=step,
+                        row=row,
+                        u=float(amplified.u[row]),
+                        z_score=float(amplified.z_score[row]),
+                        sample_mean=float(amplified.sample_mean[row]),
+                        sample_count=count,
+                        token_id=int(token_id[row]),
+                        token_rank=int(rank[row]),
+                        token_prob=float(prob[row]),
+                        num_candidates=int(candidates[row]),
+                        temperature=float(temp[row]),
+                        shannon_entropy=float(entropy[row]),
+                        entropy_source=row_draw.source,
+                        fallback=row_draw.fallback,
+                        fetch_ms=row_draw.fetch_ms,
+                        total_ms=total_ms,
+                        config_hash=option.config_hash,
+                        tag=option.tag,
+                        request_id=request_id,
+                        position=position,
+                        entropy_sha256=sha256_hex(memoryview(draw.data)[first : first + count]),
+                        bytes_offset=where.archived_at + first
+                        if where.archived_at is not None
+                        else None,
+                        signal_amplifier_type=option.signal_amplifier_type,
+                        population_mean=option.population_mean,
+                        population_std=option.population_std,
+                        uniform_clamp_epsilon=option.uniform_clamp_epsilon,
+                        arm=arm.label,
+                        fallback_reason=row_draw.fallback_reason,
+                        prng_seed=None if row_draw.fallback else arm.seed,
+                    )
                 )
+            return built
+
+        self.emit(
+            StepRecords(
+                rows,
+                [position for _, position in identities],
+                [option is not None and option.log_level == "full" for option in options],
+                [option is not None and option.diagnostic_mode for option in options],
+                build,
             )
-            log_full.append(options.log_level == "full")
-            keep.append(options.diagnostic_mode)
-        self.emit(records, log_full, keep)
+        )
 
     def _identity(
         self, slot: int, row: int, positions: npt.NDArray[np.int64] | None
@@ -404,13 +407,31 @@ class QRSampler:
             )
             log_full.append(options.log_level == "full")
             keep.append(options.diagnostic_mode)
-        self.emit(records, log_full, keep)
+        self.emit(StepRecords.ready(records, log_full, keep))
 
     def close(self) -> None:
+        self.unsampled.read()
         self.sink.close()
         if self.archive is not None:
             self.archive.close()
         self.arms.close()
+
+
+class _Columns(Mapping[str, "torch.Tensor"]):
+    """The rows' options on the device by field name; a column is sliced out of the
+    step's one copy only when something reads it."""
+
+    def __init__(self, on_device: torch.Tensor) -> None:
+        self._on_device = on_device
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._on_device[:, RequestTable.column(name) + 1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COLUMNS)
+
+    def __len__(self) -> int:
+        return len(COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -37,23 +37,38 @@ TOP_P_SLACK = 1e-9
 
 @dataclass(frozen=True)
 class Selection:
-    """Per-row results, all tensors of shape ``[rows]`` on the logits' device."""
+    """Per-row results, all tensors of shape ``[rows]`` on the logits' device.
+
+    What only records need (``prob``, ``ranks``) is computed when asked for.
+    """
 
     token_id: torch.Tensor
-    #: The token's probability after temperature, top-k and top-p.
-    prob: torch.Tensor
     #: False where the row is all -inf or holds NaN/+inf: nothing can be chosen.
     valid: torch.Tensor
     #: Shannon entropy (nats) of softmax(logits) before temperature, if computed.
     entropy: torch.Tensor | None
     temperature: torch.Tensor
-    #: Where top-p cut the distribution: the nucleus' last token, and which rows.
-    nucleus_end: torch.Tensor | None
-    nucleus_cut: torch.Tensor | None
+    #: The token's weight, and the mass (after top-k and top-p) it was drawn from.
+    amount: torch.Tensor
+    mass: torch.Tensor
     #: The step's token weights after top-k (valid until the next step).
     weight: torch.Tensor
-    #: The sorted walk knows ranks and candidate counts already (see ``ranks``).
-    known_ranks: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: Where top-p cut the distribution: the nucleus' last token, and which rows.
+    nucleus_end: torch.Tensor | None = None
+    nucleus_cut: torch.Tensor | None = None
+    #: The sorted walk's own (token's place in the sorted row, candidates).
+    placed: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def greedy(self) -> torch.Tensor:
+        return self.temperature.double() <= 0
+
+    @property
+    def prob(self) -> torch.Tensor:
+        """The token's probability after temperature, top-k and top-p."""
+        import torch
+
+        return torch.where(self.greedy, 1.0, self.amount / self.mass)
 
     def ranks(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """0-based rank of each chosen token in descending order, and how many
@@ -61,16 +76,16 @@ class Selection:
         passes over the logits: for records only."""
         import torch
 
-        if self.known_ranks is not None:
-            return self.known_ranks
-        greedy = self.temperature <= 0
-        rank = descending_rank(logits, self.token_id)
-        candidates = (self.weight > 0).sum(dim=-1)
-        if self.nucleus_end is not None and self.nucleus_cut is not None:
-            in_nucleus = descending_rank(logits, self.nucleus_end) + 1
-            candidates = torch.where(self.nucleus_cut, in_nucleus, candidates)
-        rank = torch.where(greedy, torch.zeros_like(rank), rank)
-        return rank, torch.where(greedy, torch.ones_like(candidates), candidates)
+        if self.placed is not None:
+            rank, candidates = self.placed
+        else:
+            rank = descending_rank(logits, self.token_id)
+            candidates = (self.weight > 0).sum(dim=-1)
+            if self.nucleus_end is not None and self.nucleus_cut is not None:
+                in_nucleus = descending_rank(logits, self.nucleus_end) + 1
+                candidates = torch.where(self.nucleus_cut, in_nucleus, candidates)
+        greedy = self.greedy
+        return torch.where(greedy, 0, rank), torch.where(greedy, 1, candidates)
 
 
 def descending_rank(logits: torch.Tensor, token_id: torch.Tensor) -> torch.Tensor:
@@ -147,7 +162,7 @@ def select_tokens(
     # amax propagates NaN, and +inf/-inf tops show up as non-finite too.
     row_max = values.amax(dim=-1)
     valid = torch.isfinite(row_max)
-    row_max = torch.where(valid, row_max, torch.zeros_like(row_max))
+    row_max = torch.where(valid, row_max, 0.0)
 
     entropy = None
     if with_entropy:
@@ -156,15 +171,9 @@ def select_tokens(
     # float64: a temperature such as 1e-46 is 0 in float32 and would divide by zero.
     wide_temperature = temperature.to(torch.float64)
     greedy = wide_temperature <= 0
-    rows = _Rows(
-        values,
-        row_max,
-        torch.where(greedy, torch.ones_like(wide_temperature), wide_temperature),
-        greedy,
-        workspace,
-    )
+    rows = _Rows(values, row_max, torch.where(greedy, 1.0, wide_temperature), greedy, workspace)
     walk = _sorted_walk if sorts(values) else _histogram_walk
-    return walk(rows, u, top_k, top_p).selection(valid, entropy, temperature)
+    return walk(rows, u, top_k, top_p, (valid, entropy, temperature))
 
 
 def sorts(values: torch.Tensor) -> bool:
@@ -192,44 +201,17 @@ class _Rows:
         return _weights(ordered, self.row_max, self.temperature, self.workspace)
 
 
-@dataclass(frozen=True)
-class _Walked:
-    """A walk's chosen token: its weight, the mass it was drawn from, the nucleus
-    (its last token, and which rows top-p cut) and, where the walk knows them,
-    (rank, candidates)."""
-
-    rows: _Rows
-    weight: torch.Tensor
-    token_id: torch.Tensor
-    amount: torch.Tensor
-    mass: torch.Tensor
-    nucleus: tuple[torch.Tensor, torch.Tensor] | None = None
-    known_ranks: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def selection(
-        self, valid: torch.Tensor, entropy: torch.Tensor | None, temperature: torch.Tensor
-    ) -> Selection:
-        import torch
-
-        greedy = self.rows.greedy
-        prob = torch.where(greedy, torch.ones_like(self.mass), self.amount / self.mass)
-        end, cut = self.nucleus if self.nucleus is not None else (None, None)
-        return Selection(
-            self.token_id,
-            prob,
-            valid,
-            entropy,
-            temperature,
-            end,
-            cut,
-            self.weight,
-            self.known_ranks,
-        )
+#: What a walk passes through to its ``Selection``: valid, entropy, temperature.
+_Given = tuple["torch.Tensor", "torch.Tensor | None", "torch.Tensor"]
 
 
 def _sorted_walk(
-    rows: _Rows, u: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None
-) -> _Walked:
+    rows: _Rows,
+    u: torch.Tensor,
+    top_k: torch.Tensor | None,
+    top_p: torch.Tensor | None,
+    given: _Given,
+) -> Selection:
     """The walk itself: a stable descending sort (ties keep token-id order), float64
     running sums, and binary searches; no host reads."""
     import torch
@@ -246,34 +228,38 @@ def _sorted_walk(
     # Weights fall along the sorted row, so the positive ones are a prefix.
     positive = (weight > 0).sum(dim=-1)
     last = (positive - 1).clamp(min=0)[:, None]
-    mass, candidates, nucleus, end = total, positive, None, last
+    mass, candidates, end = total, positive, last
+    end_token, cut = None, None
     if top_p is not None:
         reach = (top_p.to(torch.float64) - TOP_P_SLACK).clamp(min=0) * total
-        end = torch.minimum(torch.searchsorted(through, reach[:, None]), last)
+        nucleus = torch.minimum(torch.searchsorted(through, reach[:, None]), last)
         cut = top_p < 1
-        mass = torch.where(cut, through.gather(1, end).squeeze(1), total)
-        candidates = torch.where(cut, end.squeeze(1) + 1, positive)
-        nucleus = (order.gather(1, end).squeeze(1), cut)
-        end = torch.where(cut[:, None], end, last)
-    target = torch.where(rows.greedy, torch.zeros_like(mass), u.to(torch.float64) * mass)
+        mass = torch.where(cut, through.gather(1, nucleus).squeeze(1), total)
+        candidates = torch.where(cut, nucleus.squeeze(1) + 1, positive)
+        end_token = order.gather(1, nucleus).squeeze(1)
+        end = torch.where(cut[:, None], nucleus, last)
+    target = torch.where(rows.greedy, 0.0, u.to(torch.float64) * mass)
     # The first token whose running sum exceeds the target, never past the nucleus.
     at = torch.minimum(torch.searchsorted(through, target[:, None], right=True), end)
-    greedy = rows.greedy
-    rank = torch.where(greedy, torch.zeros_like(positive), at.squeeze(1))
-    return _Walked(
-        rows,
-        weight,
+    return Selection(
         order.gather(1, at).squeeze(1),
-        weight.gather(1, at).squeeze(1),
-        mass,
-        nucleus,
-        (rank, torch.where(greedy, torch.ones_like(rank), candidates)),
+        *given,
+        amount=weight.gather(1, at).squeeze(1),
+        mass=mass,
+        weight=weight,
+        nucleus_end=end_token,
+        nucleus_cut=cut,
+        placed=(at.squeeze(1), candidates),
     )
 
 
 def _histogram_walk(
-    rows: _Rows, u: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None
-) -> _Walked:
+    rows: _Rows,
+    u: torch.Tensor,
+    top_k: torch.Tensor | None,
+    top_p: torch.Tensor | None,
+    given: _Given,
+) -> Selection:
     """The walk by histograms over log-weight (``crossing``), in token-id order."""
     import torch
 
@@ -291,23 +277,31 @@ def _histogram_walk(
 
     masses = walk.histogram(weight)
     total = masses.totals
-    mass, nucleus = total, None
+    mass, end_token, cut = total, None, None
     if top_p is not None and bool((top_p < 1).any()):
         # The nucleus ends at the first token whose cumulative mass reaches p.
         reach = (top_p.to(torch.float64) - TOP_P_SLACK).clamp(min=0) * total
-        end = masses.crossing(reach, inclusive=True)
+        nucleus = masses.crossing(reach, inclusive=True)
         cut = top_p < 1
-        mass = torch.where(cut, end.through, total)
-        nucleus = (end.token_id, cut)
-    target = torch.where(rows.greedy, torch.zeros_like(total), u.to(torch.float64) * mass)
+        mass = torch.where(cut, nucleus.through, total)
+        end_token = nucleus.token_id
+    target = torch.where(rows.greedy, 0.0, u.to(torch.float64) * mass)
     chosen = masses.crossing(target, inclusive=False)
     token_id, amount = chosen.token_id, chosen.amount
-    if nucleus is not None:
+    if end_token is not None and cut is not None:
         # u rounding to 1 must not step past the nucleus, whatever the sums did.
-        beyond = nucleus[1] & _comes_after(values, token_id, nucleus[0])
-        token_id = torch.where(beyond, nucleus[0], token_id)
-        amount = torch.where(beyond, end.amount, amount)
-    return _Walked(rows, weight, token_id, amount, mass, nucleus)
+        beyond = cut & _comes_after(values, token_id, end_token)
+        token_id = torch.where(beyond, end_token, token_id)
+        amount = torch.where(beyond, nucleus.amount, amount)
+    return Selection(
+        token_id,
+        *given,
+        amount=amount,
+        mass=mass,
+        weight=weight,
+        nucleus_end=end_token,
+        nucleus_cut=cut,
+    )
 
 
 def _weights(
