@@ -67,27 +67,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--vocab", type=int, nargs="+", default=[TOKENIZER_VOCAB, 151_936])
+    parser.add_argument(
+        "--records",
+        choices=["off", "on", "both"],
+        default="both",
+        help="run the server without QR_LOG_PATH, with it, or each in turn",
+    )
     args = parser.parse_args()
+    records = {"off": [False], "on": [True], "both": [False, True]}[args.records]
     results: dict[str, Any] = {"runs": []}
     with tempfile.TemporaryDirectory() as scratch:
-        for vocab in (TOKENIZER_VOCAB, 151_936):
+        for vocab in args.vocab:
             model = build(Path(scratch) / f"model-{vocab}", vocab_size=vocab)
-            server = VllmServer(model, Path(scratch) / f"run-{vocab}", {})
-            server.start()
-            try:
-                for concurrency in (1, 16):
-                    run = measure(server, concurrency, args.tokens, args.rounds)
-                    run["vocab_size"] = vocab
-                    results["runs"].append(run)
-                    print(
-                        f"vocab {vocab:>7}, concurrency {concurrency:>2}: "
-                        f"active {run['median_tokens_per_s']['active']:.0f} tok/s, "
-                        f"bypass {run['median_tokens_per_s']['bypass']:.0f} tok/s, "
-                        f"ratio {run['ratio_active_to_bypass']:.2f}x",
-                        flush=True,
-                    )
-            finally:
-                server.stop()
+            for logged in records:
+                run_dir = Path(scratch) / f"run-{vocab}-{logged}"
+                # The test server writes records unless told not to.
+                env = {} if logged else {"QR_LOG_PATH": ""}
+                server = VllmServer(model, run_dir, env)
+                server.start()
+                try:
+                    for concurrency in (1, 16):
+                        run = measure(server, concurrency, args.tokens, args.rounds)
+                        run["vocab_size"], run["records"] = vocab, logged
+                        results["runs"].append(run)
+                        print(
+                            f"vocab {vocab:>7}, records {'on ' if logged else 'off'}, "
+                            f"concurrency {concurrency:>2}: "
+                            f"active {run['median_tokens_per_s']['active']:.0f} tok/s, "
+                            f"bypass {run['median_tokens_per_s']['bypass']:.0f} tok/s, "
+                            f"ratio {run['ratio_active_to_bypass']:.2f}x",
+                            flush=True,
+                        )
+                finally:
+                    server.stop()
     print(write_results("engine_throughput", results))
 
 
