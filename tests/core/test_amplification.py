@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from qr_sampler.amplification import ZScoreMeanAmplifier, normal_cdf
+from qr_sampler.amplification import ZScoreMeanAmplifier, normal_cdf, row_sums
 from qr_sampler.config import DISCRETE_UNIFORM_BYTE_STD
 from qr_sampler.entropy.system import SystemEntropySource
 
@@ -91,3 +91,16 @@ def test_a_biased_source_shifts_u_in_the_direction_of_the_bias(value, direction)
     u = amplify(rows).u
     assert np.sign(np.median(u) - 0.5) == direction
     assert stats.kstest(u, "uniform").pvalue < 1e-6
+
+
+def test_row_sums_cover_rows_in_any_order_up_to_the_last_byte():
+    generator = np.random.default_rng(5)
+    data = generator.integers(0, 256, 5000, dtype=np.uint8)
+    counts = generator.integers(1, 400, 12)
+    # Rows laid out in a shuffled order, the last range ending at the last byte.
+    starts = np.cumsum(counts) - counts + (data.size - counts.sum())
+    order = generator.permutation(12)
+    offsets, counts = starts[order], counts[order]
+    expected = [int(data[o : o + c].sum()) for o, c in zip(offsets, counts, strict=True)]
+    assert row_sums(data, offsets, counts).tolist() == expected
+    assert row_sums(data, np.array([7, 0]), np.array([0, 3])).tolist() == [0, int(data[:3].sum())]
