@@ -11,6 +11,7 @@ case, each timed against vLLM's ``Sampler`` and a full ``torch.sort`` of the sam
 logits in the same run.
 
     python benchmarks/sampler_step.py [--batches 1 8 64 256] [--steps 20] [--worst-steps 5]
+                                      [--only-worst | --no-worst]
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ def main() -> int:
     parser.add_argument("--worst-steps", type=int, default=5, help="timed steps per hard case")
     parser.add_argument("--worst-batch", type=int, default=64)
     parser.add_argument("--only-worst", action="store_true", help="skip the batch sweep")
+    parser.add_argument("--no-worst", action="store_true", help="skip the hard cases")
     args = parser.parse_args()
     results = []
     print(
@@ -218,7 +220,7 @@ def main() -> int:
         f"{'x sort':>8}{'x vllm':>8}"
     )
     worst = []
-    for name in WORST:
+    for name in [] if args.no_worst else WORST:
         case = bench_worst(args.worst_batch, name, args.worst_steps)
         worst.append(case)
         print(

@@ -28,6 +28,7 @@ from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
 from qr_sampler.plugins import Registry
+from qr_sampler.request_table import distinct
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,8 @@ class ArmSet:
         row_arm = self._column_arm[arm_column.astype(np.int64)]
         draws: dict[int, EntropyDraw] = {}
         failures: dict[int, EntropyUnavailableError] = {}
-        for arm in np.unique(row_arm[counts > 0]).tolist():
+        drawing = row_arm[counts > 0]
+        for arm in distinct(drawing).tolist() if drawing.size else []:
             source = self.arms[arm].source
             assert source is not None, "a tensor-parallel follower never draws"
             try:

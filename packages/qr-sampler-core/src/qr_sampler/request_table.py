@@ -8,6 +8,7 @@ gather every row's options with one fancy index instead of a loop over rows.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -80,8 +81,11 @@ class RequestTable:
 
     def gather(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         """The ``[rows, columns]`` options of the given slots, in row order."""
-        self._ensure(int(slots.max()) if slots.size else 0)
-        return self.params[slots]
+        try:
+            return self.params[slots]
+        except IndexError:  # a slot past the table, seen for the first time
+            self._ensure(int(slots.max()))
+            return self.params[slots]
 
     def _ensure(self, slot: int) -> None:
         capacity = self.params.shape[0]
@@ -93,3 +97,11 @@ class RequestTable:
         self.params = params
         self.options.extend([None] * (grown - capacity))
         self.origins.extend([None] * (grown - capacity))
+
+
+def distinct(values: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """The distinct values of a non-empty choice column, as indices. Nearly always
+    one (a batch on one setting), which is checked first: ``np.unique`` sorts."""
+    first = values[0]
+    found = values[:1] if (values == first).all() else np.unique(values)
+    return found.astype(np.int64)

@@ -26,7 +26,7 @@ from qr_sampler.host_copy import HostCopy
 from qr_sampler.plugins import Registry, get_registry
 from qr_sampler.provenance import Origin, RequestIds, sha256_hex
 from qr_sampler.records import RecordSink, StepRecords, SummaryLog, TokenRecord, ended_record
-from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
+from qr_sampler.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable, distinct
 from qr_sampler.selection import Selection, Workspace, force_tokens, select_tokens
 from qr_sampler.temperature import TemperatureStrategy
 from qr_sampler.tensor_parallel import SharedU
@@ -182,7 +182,7 @@ class QRSampler:
         # rank that drew the bytes records, so each token is recorded once.
         recorded = active & ((params[:, _RECORD] > 0) | bool(self.sink.log_path))
         wanted = np.flatnonzero(recorded).tolist() if draw is not None else []
-        strategy_ids = np.unique(params[active, _STRATEGY]).astype(np.int64)
+        strategy_ids = distinct(params[active, _STRATEGY])
         vocab = logits.shape[-1]
 
         def temperatures(entropy: torch.Tensor | None) -> torch.Tensor:
@@ -233,9 +233,9 @@ class QRSampler:
         rows = params.shape[0]
         # Inactive rows get u = 0.5 as a placeholder; they are never forced.
         u, z, mean = np.full(rows, 0.5), np.zeros(rows), np.zeros(rows)
-        for amplifier_id in np.unique(params[active, _AMPLIFIER]).astype(np.int64):
+        for amplifier_id in distinct(params[active, _AMPLIFIER]):
             mask = active & (params[:, _AMPLIFIER] == amplifier_id)
-            columns = {name: params[mask, RequestTable.column(name)] for name in NUMERIC_FIELDS}
+            columns = _HostColumns(params[mask])
             out = self._amplifiers[amplifier_id].amplify(data, offsets[mask], counts[mask], columns)
             u[mask], z[mask], mean[mask] = out.u, out.z_score, out.sample_mean
         return Amplified(u=u, z_score=z, sample_mean=mean)
@@ -415,6 +415,22 @@ class QRSampler:
         if self.archive is not None:
             self.archive.close()
         self.arms.close()
+
+
+class _HostColumns(Mapping[str, "npt.NDArray[np.float64]"]):
+    """Some rows' numeric options by field name, sliced out when read."""
+
+    def __init__(self, rows: npt.NDArray[np.float64]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, name: str) -> npt.NDArray[np.float64]:
+        return self._rows[:, RequestTable.column(name)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(NUMERIC_FIELDS)
+
+    def __len__(self) -> int:
+        return len(NUMERIC_FIELDS)
 
 
 class _Columns(Mapping[str, "torch.Tensor"]):
