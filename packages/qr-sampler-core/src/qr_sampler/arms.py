@@ -10,6 +10,7 @@ arm's rows, so rows of different arms never share bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -101,7 +102,7 @@ class StepDraw:
     #: Strict mode: the arms whose source stayed down this step, with the error.
     failures: Mapping[int, EntropyUnavailableError]
 
-    @property
+    @functools.cached_property
     def offsets(self) -> npt.NDArray[np.int64]:
         return np.cumsum(self.counts) - self.counts
 
@@ -114,6 +115,8 @@ class StepDraw:
 
     def fallback_tokens(self, active: npt.NDArray[np.bool_]) -> int:
         fell_back = [arm for arm, draw in self.draws.items() if draw.fallback]
+        if not fell_back:
+            return 0
         return int(np.count_nonzero(active & np.isin(self.row_arm, fell_back)))
 
     @property
@@ -222,7 +225,8 @@ class ArmSet:
                 if not keep_going:
                     raise
                 failures[arm] = exc
-        counts = np.where(np.isin(row_arm, list(failures)), 0, counts)
+        if failures:
+            counts = np.where(np.isin(row_arm, list(failures)), 0, counts)
         if len(draws) <= 1:
             data = next(iter(draws.values())).data if draws else b""
             return StepDraw(data, self.arms, draws, row_arm, counts, failures)
