@@ -186,7 +186,8 @@ def test_token_frequencies_follow_the_softmax(temperature, top_k, top_p):
 
 def test_shannon_entropy_ignores_masked_tokens():
     logits = torch.tensor([[0.0, 0.0, -INF, 0.0, 0.0], [5.0, -INF, -INF, -INF, -INF]])
-    entropy = shannon_entropy(logits, logits.amax(-1), torch.empty_like(logits))
+    scratch = (torch.empty_like(logits), torch.empty_like(logits))
+    entropy = shannon_entropy(logits, logits.amax(-1), *scratch)
     assert entropy.tolist() == pytest.approx([math.log(4), 0.0])
 
 

@@ -124,15 +124,23 @@ class Workspace:
 
 
 def shannon_entropy(
-    logits: torch.Tensor, row_max: torch.Tensor, scratch: torch.Tensor
+    logits: torch.Tensor, row_max: torch.Tensor, scratch: torch.Tensor, exps: torch.Tensor
 ) -> torch.Tensor:
-    """H = -sum p log p of softmax(logits); masked tokens contribute nothing."""
+    """H = -sum p log p of softmax(logits); masked tokens contribute nothing.
+
+    As ``log Z - sum(e * d) / Z`` with ``d = x - max``, ``e = exp(d)``, ``Z = sum(e)``:
+    one exp and no log per token (the log per token costs more than the exp), sums
+    in float64.
+    """
     import torch
 
-    torch.sub(logits, row_max[:, None], out=scratch)
-    scratch.exp_()
-    scratch.div_(scratch.sum(dim=-1, keepdim=True))
-    entropy: torch.Tensor = torch.special.entr(scratch, out=scratch).sum(dim=-1)
+    d = torch.sub(logits, row_max[:, None], out=scratch)
+    # -inf (masked) would make 0 * -inf = NaN; any value whose exp is 0 does.
+    d.clamp_(min=-1e4)
+    e = torch.exp(d, out=exps)
+    total = e.sum(dim=-1, dtype=torch.float64)
+    weighted = e.mul_(d).sum(dim=-1, dtype=torch.float64)
+    entropy: torch.Tensor = (total.log() - weighted / total).to(logits.dtype)
     return entropy
 
 
@@ -166,7 +174,9 @@ def select_tokens(
 
     entropy = None
     if with_entropy:
-        entropy = shannon_entropy(values, row_max, workspace.get("scratch", values))
+        entropy = shannon_entropy(
+            values, row_max, workspace.get("scratch", values), workspace.get("exps", values)
+        )
     temperature = temperature_of(entropy)
     # float64: a temperature such as 1e-46 is 0 in float32 and would divide by zero.
     wide_temperature = temperature.to(torch.float64)
