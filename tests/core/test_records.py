@@ -25,6 +25,7 @@ from test_sampler import forced, make_sampler
 
 from qr_sampler.cli.main import main
 from qr_sampler.record_file import LogPathError, check_log_path
+from qr_sampler.records import StepRecords, TokenRecord
 
 DEV_FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full here")
@@ -263,3 +264,23 @@ def test_records_are_strict_json_with_null_for_non_finite_values(tmp_path: Path)
     assert values["shannon_entropy"] is None
     assert values["sample_mean"] == record.sample_mean
     assert strict_json(record.to_json()) == dataclasses.asdict(record)
+
+
+def test_a_step_whose_records_cannot_be_built_is_counted_and_the_next_one_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "tokens.jsonl"
+    sampler, _ = make_sampler(tmp_path, log_path=str(log))
+    sampler.table.put(0, sampler.defaults)
+    sampler.table.put(1, sampler.defaults)
+
+    def unreadable() -> list[TokenRecord | None]:
+        raise RuntimeError("the device lost the copy")
+
+    with caplog.at_level(logging.ERROR, logger="qr_sampler"):
+        sampler.sink.write_step(StepRecords([0, 1], [0, 0], [False] * 2, [False] * 2, unreadable))
+        sampler.sample(torch.randn(2, 30), np.arange(2))  # neither raises
+        sampler.sink.flush()
+    assert "could not build or write a step's token records" in caplog.text
+    assert sampler.sink.lost_records == 2
+    assert [json.loads(line)["row"] for line in log.read_text().splitlines()] == [0, 1]
