@@ -76,7 +76,7 @@ class DescendingWalk:
         log_weight.nan_to_num_(nan=count - 1).clamp_(min=0, max=count - 1)
         bins.copy_(log_weight)
         self.ones = torch.ones((1, 1), dtype=torch.int64, device=values.device).expand_as(bins)
-        self.coarse = _Bins(bins, count, self.ones)
+        self.coarse = _Bins(bins, count, self.ones, buffer)
 
     def histogram(self, quantity: torch.Tensor) -> Histogram:
         return Histogram(self, quantity)
@@ -105,16 +105,22 @@ class DescendingWalk:
         position.nan_to_num_(nan=0.0).clamp_(min=0, max=FINE_BINS + 1)
         index = self.buffer("fine_bins", torch.int64)
         index.copy_(position)
-        return _Bins(index, FINE_BINS + 2, self.ones)
+        return _Bins(index, FINE_BINS + 2, self.ones, self.buffer)
 
 
 class _Bins:
     """Which bin each token is in; bin 0 holds the largest values."""
 
-    def __init__(self, index: torch.Tensor, count: int, ones: torch.Tensor) -> None:
+    def __init__(
+        self,
+        index: torch.Tensor,
+        count: int,
+        ones: torch.Tensor,
+        buffer: Callable[[str, torch.dtype], torch.Tensor],
+    ) -> None:
         import torch
 
-        self.index, self.count = index, count
+        self.index, self.count, self.buffer = index, count, buffer
         self.tokens = torch.zeros(index.shape[0], count, dtype=torch.int64, device=index.device)
         self.tokens.scatter_add_(1, index, ones)
 
@@ -125,6 +131,12 @@ class _Bins:
             quantity.shape[0], self.count, dtype=quantity.dtype, device=quantity.device
         )
         return _Located(sums.scatter_add_(1, self.index, quantity))
+
+    def members(self, bin_index: torch.Tensor) -> torch.Tensor:
+        """Which tokens are in each row's ``bin_index`` bin (none where it is -1)."""
+        import torch
+
+        return torch.eq(self.index, bin_index[:, None], out=self.buffer("in_bin", torch.bool))
 
     def value_range(
         self, values: torch.Tensor, bin_index: torch.Tensor
@@ -153,7 +165,6 @@ class Histogram:
     def crossing(self, target: torch.Tensor, *, inclusive: bool) -> Crossing:
         """The first token whose running sum exceeds ``target`` (reaches it, if
         ``inclusive``); past the end, the last token with a positive quantity."""
-        import torch
 
         walk = self.walk
         bins, located = walk.coarse, self.coarse
@@ -171,8 +182,7 @@ class Histogram:
                 )
             bins = walk.refine(low, high)
             located = bins.sums(self.quantity)
-        in_bin = torch.eq(bins.index, bin_index[:, None])
-        return self._sorted(in_bin, int(tokens.max()), before, target, inclusive)
+        return self._sorted(bins.members(bin_index), int(tokens.max()), before, target, inclusive)
 
     def _with_ties(
         self,
@@ -189,12 +199,11 @@ class Histogram:
         import torch
 
         counted = self._counted(value, before, target, inclusive)
-        other = torch.where(tied, torch.full_like(bin_index, -1), bin_index)
-        in_bin = torch.eq(bins.index, other[:, None])
         width = int(torch.where(tied, torch.zeros_like(tokens), tokens).max())
         if width == 0:
             return counted
-        ranked = self._sorted(in_bin, width, before, target, inclusive)
+        other = torch.where(tied, torch.full_like(bin_index, -1), bin_index)
+        ranked = self._sorted(bins.members(other), width, before, target, inclusive)
         return Crossing(
             *(
                 torch.where(tied, mine, theirs)
@@ -214,18 +223,18 @@ class Histogram:
         import torch
 
         values, quantity = self.walk.values, self.quantity
-        ranks = torch.cumsum(values == value.to(values.dtype)[:, None], dim=-1, dtype=torch.int32)
-        tied = ranks[:, -1]
-        first = torch.searchsorted(ranks, torch.ones_like(tied)[:, None]).clamp(
-            max=ranks.shape[1] - 1
+        tied = _Occurrences(
+            torch.eq(
+                values, value.to(values.dtype)[:, None], out=self.walk.buffer("tied", torch.bool)
+            )
         )
-        amount = quantity.gather(1, first).squeeze(1)
+        amount = quantity.gather(1, tied.nth(torch.ones_like(tied.total))[:, None]).squeeze(1)
         share = (target - before) / amount
         whole = share.ceil() - 1 if inclusive else share.floor()
-        limit = (tied - 1).clamp(min=0).to(share.dtype)
-        index = torch.minimum(whole.nan_to_num(0.0).clamp(min=0), limit).to(torch.int32)
-        token = torch.searchsorted(ranks, (index + 1)[:, None]).clamp(max=ranks.shape[1] - 1)
-        return Crossing(token.squeeze(1), amount, before + (index + 1).to(share.dtype) * amount)
+        limit = (tied.total - 1).clamp(min=0).to(share.dtype)
+        index = torch.minimum(whole.nan_to_num(0.0).clamp(min=0), limit).to(torch.int64)
+        token = tied.nth(index + 1)
+        return Crossing(token, amount, before + (index + 1).to(share.dtype) * amount)
 
     def _sorted(
         self,
@@ -289,3 +298,43 @@ class _Located:
             past = cumulative <= target[:, None]
         index = torch.minimum(past.sum(dim=-1), self.last)
         return index, self.start.gather(1, index[:, None]).squeeze(1)
+
+
+class _Occurrences:
+    """Where the n-th true entry of each row of a boolean table is, found from
+    counts per block of columns: a running count over whole rows would cost
+    several passes over them, and memory as large as the vocabulary."""
+
+    #: Columns per block: at most 255, so a block's count is a uint8 sum.
+    BLOCK = 128
+
+    def __init__(self, table: torch.Tensor) -> None:
+        import torch
+
+        self.table = table
+        rows, width = table.shape
+        whole = width // self.BLOCK * self.BLOCK
+        counts = []
+        flags = table.view(torch.uint8)
+        if whole:
+            blocks = flags[:, :whole].reshape(rows, -1, self.BLOCK)
+            counts.append(blocks.sum(dim=-1, dtype=torch.uint8))
+        if whole < width:
+            counts.append(flags[:, whole:].sum(dim=-1, keepdim=True, dtype=torch.uint8))
+        self.cumulative = torch.cat(counts, dim=1).cumsum(dim=-1, dtype=torch.int64)
+        self.total = self.cumulative[:, -1]
+
+    def nth(self, n: torch.Tensor) -> torch.Tensor:
+        """The column of each row's ``n``-th true entry (1-based); a column in the
+        last block where a row has fewer than ``n``."""
+        import torch
+
+        cumulative, width = self.cumulative, self.table.shape[1]
+        block = torch.searchsorted(cumulative, n[:, None]).clamp(max=cumulative.shape[1] - 1)
+        before = torch.where(block > 0, cumulative.gather(1, (block - 1).clamp(min=0)), 0)
+        offsets = torch.arange(self.BLOCK, device=n.device)
+        columns = (block * self.BLOCK + offsets).clamp(max=width - 1)
+        inside = self.table.gather(1, columns) & (block * self.BLOCK + offsets < width)
+        ranks = inside.cumsum(dim=-1)
+        at = torch.searchsorted(ranks, n[:, None] - before).clamp(max=self.BLOCK - 1)
+        return columns.gather(1, at).squeeze(1)
