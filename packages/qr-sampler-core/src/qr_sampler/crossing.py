@@ -40,6 +40,12 @@ FINE_BINS = 4096
 #: Refinements before the crossing bin is sorted whatever its size: float32 values
 #: need at most three (4096^3 steps split any bin down to single values).
 MAX_REFINEMENTS = 8
+#: Partial sums kept per bin where a few bins hold much of the batch: consecutive
+#: tokens then add into different partial sums, which a processor can do at
+#: once, where adding them all into one float waits on each addition in turn.
+LANES = 8
+#: ... that is, where the fullest bins of the rows together hold this share of all tokens.
+LANED_SHARE = 1 / 3
 #: exp(x) is 0 in float64 below this: lower values never carry weight.
 LOWEST_EXPONENT = -746.0
 
@@ -76,7 +82,8 @@ class DescendingWalk:
         log_weight.nan_to_num_(nan=count - 1).clamp_(min=0, max=count - 1)
         bins.copy_(log_weight)
         self.ones = torch.ones((1, 1), dtype=torch.int64, device=values.device).expand_as(bins)
-        self.coarse = _Bins(bins, count, self.ones, buffer)
+        self.lanes = torch.arange(values.shape[-1], device=values.device).remainder_(LANES)[None]
+        self.coarse = _Bins(self, "bins", count)
 
     def histogram(self, quantity: torch.Tensor) -> Histogram:
         return Histogram(self, quantity)
@@ -103,40 +110,51 @@ class DescendingWalk:
         position = torch.sub(top[:, None], values, out=self.buffer("position", values.dtype))
         position.mul_(scale.to(values.dtype)[:, None]).add_(1)
         position.nan_to_num_(nan=0.0).clamp_(min=0, max=FINE_BINS + 1)
-        index = self.buffer("fine_bins", torch.int64)
-        index.copy_(position)
-        return _Bins(index, FINE_BINS + 2, self.ones, self.buffer)
+        self.buffer("fine_bins", torch.int64).copy_(position)
+        return _Bins(self, "fine_bins", FINE_BINS + 2)
 
 
 class _Bins:
     """Which bin each token is in; bin 0 holds the largest values."""
 
-    def __init__(
-        self,
-        index: torch.Tensor,
-        count: int,
-        ones: torch.Tensor,
-        buffer: Callable[[str, torch.dtype], torch.Tensor],
-    ) -> None:
+    def __init__(self, walk: DescendingWalk, name: str, count: int) -> None:
+        """``name``: the walk's buffer that holds the bin of each token."""
         import torch
 
-        self.index, self.count, self.buffer = index, count, buffer
+        self.walk, self.name, self.count = walk, name, count
+        self.index = index = walk.buffer(name, torch.int64)
         self.tokens = torch.zeros(index.shape[0], count, dtype=torch.int64, device=index.device)
-        self.tokens.scatter_add_(1, index, ones)
+        self.tokens.scatter_add_(1, index, walk.ones)
+        self._spread: tuple[torch.Tensor, int] | None = None
 
     def sums(self, quantity: torch.Tensor) -> _Located:
         import torch
 
-        sums = torch.zeros(
-            quantity.shape[0], self.count, dtype=quantity.dtype, device=quantity.device
-        )
-        return _Located(sums.scatter_add_(1, self.index, quantity))
+        index, lanes = self._lanes()
+        rows = quantity.shape[0]
+        sums = torch.zeros(rows, self.count * lanes, dtype=quantity.dtype, device=quantity.device)
+        sums.scatter_add_(1, index, quantity)
+        return _Located(sums.view(rows, self.count, lanes).sum(dim=-1))
+
+    def _lanes(self) -> tuple[torch.Tensor, int]:
+        """The index to add quantities through, and partial sums per bin."""
+        import torch
+
+        if self._spread is None:
+            crowded = int(self.tokens.amax(dim=-1).sum()) >= LANED_SHARE * self.index.numel()
+            if crowded:
+                laned = self.walk.buffer(self.name + "_laned", torch.int64)
+                self._spread = torch.add(self.walk.lanes, self.index, alpha=LANES, out=laned), LANES
+            else:
+                self._spread = self.index, 1
+        return self._spread
 
     def members(self, bin_index: torch.Tensor) -> torch.Tensor:
         """Which tokens are in each row's ``bin_index`` bin (none where it is -1)."""
         import torch
 
-        return torch.eq(self.index, bin_index[:, None], out=self.buffer("in_bin", torch.bool))
+        in_bin = self.walk.buffer("in_bin", torch.bool)
+        return torch.eq(self.index, bin_index[:, None], out=in_bin)
 
     def value_range(
         self, values: torch.Tensor, bin_index: torch.Tensor
