@@ -84,6 +84,9 @@ class DescendingWalk:
         self.ones = torch.ones((1, 1), dtype=torch.int64, device=values.device).expand_as(bins)
         self.lanes = torch.arange(values.shape[-1], device=values.device).remainder_(LANES)[None]
         self.coarse = _Bins(self, "bins", count)
+        # The latest refinement and tie count, kept for the step's next crossing.
+        self._refined: tuple[torch.Tensor, torch.Tensor, _Bins] | None = None
+        self._tied: tuple[torch.Tensor, _Occurrences] | None = None
 
     def histogram(self, quantity: torch.Tensor) -> Histogram:
         return Histogram(self, quantity)
@@ -100,7 +103,12 @@ class DescendingWalk:
         range is a single value gets a bin of its own for that value."""
         import torch
 
+        if self._refined is not None:
+            last_low, last_high, bins = self._refined
+            if torch.equal(low, last_low) and torch.equal(high, last_high):
+                return bins
         values = self.values
+        wanted = low, high
         low = torch.maximum(low, self.floor)
         span = high - low
         top = high.to(values.dtype)
@@ -111,7 +119,21 @@ class DescendingWalk:
         position.mul_(scale.to(values.dtype)[:, None]).add_(1)
         position.nan_to_num_(nan=0.0).clamp_(min=0, max=FINE_BINS + 1)
         self.buffer("fine_bins", torch.int64).copy_(position)
-        return _Bins(self, "fine_bins", FINE_BINS + 2)
+        self._refined = (*wanted, _Bins(self, "fine_bins", FINE_BINS + 2))
+        return self._refined[2]
+
+    def ties(self, value: torch.Tensor) -> _Occurrences:
+        """Where the tokens equal to each row's ``value`` are."""
+        import torch
+
+        if self._tied is not None and torch.equal(self._tied[0], value):
+            return self._tied[1]
+        values = self.values
+        tied = torch.eq(
+            values, value.to(values.dtype)[:, None], out=self.buffer("tied", torch.bool)
+        )
+        self._tied = value, _Occurrences(tied)
+        return self._tied[1]
 
 
 class _Bins:
@@ -126,6 +148,7 @@ class _Bins:
         self.tokens = torch.zeros(index.shape[0], count, dtype=torch.int64, device=index.device)
         self.tokens.scatter_add_(1, index, walk.ones)
         self._spread: tuple[torch.Tensor, int] | None = None
+        self._ranges: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def sums(self, quantity: torch.Tensor) -> _Located:
         import torch
@@ -162,12 +185,16 @@ class _Bins:
         """The lowest and highest value in each row's ``bin_index`` bin, as float64."""
         import torch
 
-        shape = (values.shape[0], self.count)
-        inf = float("inf")
-        low = torch.full(shape, inf, dtype=values.dtype, device=values.device)
-        low.scatter_reduce_(1, self.index, values, "amin")
-        high = torch.full(shape, -inf, dtype=values.dtype, device=values.device)
-        high.scatter_reduce_(1, self.index, values, "amax")
+        if self._ranges is None:
+            shape = (values.shape[0], self.count)
+            inf = float("inf")
+            low = torch.full(shape, inf, dtype=values.dtype, device=values.device)
+            low.scatter_reduce_(1, self.index, values, "amin")
+            high = torch.full(shape, -inf, dtype=values.dtype, device=values.device)
+            high.scatter_reduce_(1, self.index, values, "amax")
+            # Both crossings of a step (top-p, then u) often land in the same bins.
+            self._ranges = low, high
+        low, high = self._ranges
         at = bin_index[:, None]
         return low.gather(1, at).squeeze(1).double(), high.gather(1, at).squeeze(1).double()
 
@@ -240,12 +267,7 @@ class Histogram:
         crosses: the n-th of them in token-id order, n from the arithmetic."""
         import torch
 
-        values, quantity = self.walk.values, self.quantity
-        tied = _Occurrences(
-            torch.eq(
-                values, value.to(values.dtype)[:, None], out=self.walk.buffer("tied", torch.bool)
-            )
-        )
+        tied, quantity = self.walk.ties(value), self.quantity
         amount = quantity.gather(1, tied.nth(torch.ones_like(tied.total))[:, None]).squeeze(1)
         share = (target - before) / amount
         whole = share.ceil() - 1 if inclusive else share.floor()
