@@ -148,7 +148,7 @@ class _Bins:
         self.tokens = torch.zeros(index.shape[0], count, dtype=torch.int64, device=index.device)
         self.tokens.scatter_add_(1, index, walk.ones)
         self._spread: tuple[torch.Tensor, int] | None = None
-        self._ranges: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._extremes: dict[str, torch.Tensor] = {}
 
     def sums(self, quantity: torch.Tensor) -> _Located:
         import torch
@@ -179,24 +179,26 @@ class _Bins:
         in_bin = self.walk.buffer("in_bin", torch.bool)
         return torch.eq(self.index, bin_index[:, None], out=in_bin)
 
-    def value_range(
-        self, values: torch.Tensor, bin_index: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The lowest and highest value in each row's ``bin_index`` bin, as float64."""
+    def highest(self, bin_index: torch.Tensor) -> torch.Tensor:
+        """The highest value in each row's ``bin_index`` bin, as float64."""
+        return self._extreme("amax", bin_index)
+
+    def lowest(self, bin_index: torch.Tensor) -> torch.Tensor:
+        """The lowest value in each row's ``bin_index`` bin, as float64."""
+        return self._extreme("amin", bin_index)
+
+    def _extreme(self, reduce: str, bin_index: torch.Tensor) -> torch.Tensor:
         import torch
 
-        if self._ranges is None:
-            shape = (values.shape[0], self.count)
-            inf = float("inf")
-            low = torch.full(shape, inf, dtype=values.dtype, device=values.device)
-            low.scatter_reduce_(1, self.index, values, "amin")
-            high = torch.full(shape, -inf, dtype=values.dtype, device=values.device)
-            high.scatter_reduce_(1, self.index, values, "amax")
-            # Both crossings of a step (top-p, then u) often land in the same bins.
-            self._ranges = low, high
-        low, high = self._ranges
-        at = bin_index[:, None]
-        return low.gather(1, at).squeeze(1).double(), high.gather(1, at).squeeze(1).double()
+        # Both crossings of a step (top-p, then u) often land in the same bins.
+        if reduce not in self._extremes:
+            values = self.walk.values
+            empty = float("-inf") if reduce == "amax" else float("inf")
+            table = torch.full(
+                (values.shape[0], self.count), empty, dtype=values.dtype, device=values.device
+            )
+            self._extremes[reduce] = table.scatter_reduce_(1, self.index, values, reduce)
+        return self._extremes[reduce].gather(1, bin_index[:, None]).squeeze(1).double()
 
 
 class Histogram:
@@ -219,13 +221,15 @@ class Histogram:
             crowded = tokens > SORT_LIMIT
             if refinements == MAX_REFINEMENTS or not bool(crowded.any()):
                 break
-            low, high = bins.value_range(walk.values, bin_index)
-            tied = crowded & (low == high)
+            # A bin is one value when every token in it equals its highest; the
+            # count of those is needed anyway to pick among them.
+            high = bins.highest(bin_index)
+            tied = crowded & (walk.ties(high).total == tokens)
             if bool((tied == crowded).all()):
                 return self._with_ties(
                     bins, bin_index, tokens, tied, high, before, target, inclusive
                 )
-            bins = walk.refine(low, high)
+            bins = walk.refine(bins.lowest(bin_index), high)
             located = bins.sums(self.quantity)
         return self._sorted(bins.members(bin_index), int(tokens.max()), before, target, inclusive)
 
