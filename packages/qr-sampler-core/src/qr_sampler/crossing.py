@@ -82,7 +82,6 @@ class DescendingWalk:
         log_weight.nan_to_num_(nan=count - 1).clamp_(min=0, max=count - 1)
         bins.copy_(log_weight)
         self.ones = torch.ones((1, 1), dtype=torch.int64, device=values.device).expand_as(bins)
-        self.lanes = torch.arange(values.shape[-1], device=values.device).remainder_(LANES)[None]
         self.coarse = _Bins(self, "bins", count)
         # The latest refinement and tie count, kept for the step's next crossing.
         self._refined: tuple[torch.Tensor, torch.Tensor, _Bins] | None = None
@@ -147,30 +146,29 @@ class _Bins:
         self.index = index = walk.buffer(name, torch.int64)
         self.tokens = torch.zeros(index.shape[0], count, dtype=torch.int64, device=index.device)
         self.tokens.scatter_add_(1, index, walk.ones)
-        self._spread: tuple[torch.Tensor, int] | None = None
+        #: Partial sums per bin, decided at the first histogram.
+        self._lanes: int | None = None
         self._extremes: dict[str, torch.Tensor] = {}
 
     def sums(self, quantity: torch.Tensor) -> _Located:
         import torch
 
-        index, lanes = self._lanes()
-        rows = quantity.shape[0]
-        sums = torch.zeros(rows, self.count * lanes, dtype=quantity.dtype, device=quantity.device)
-        sums.scatter_add_(1, index, quantity)
-        return _Located(sums.view(rows, self.count, lanes).sum(dim=-1))
-
-    def _lanes(self) -> tuple[torch.Tensor, int]:
-        """The index to add quantities through, and partial sums per bin."""
-        import torch
-
-        if self._spread is None:
-            crowded = int(self.tokens.amax(dim=-1).sum()) >= LANED_SHARE * self.index.numel()
-            if crowded:
-                laned = self.walk.buffer(self.name + "_laned", torch.int64)
-                self._spread = torch.add(self.walk.lanes, self.index, alpha=LANES, out=laned), LANES
-            else:
-                self._spread = self.index, 1
-        return self._spread
+        rows, width = quantity.shape
+        if self._lanes is None:
+            fullest = int(self.tokens.amax(dim=-1).sum())
+            self._lanes = LANES if fullest >= LANED_SHARE * self.index.numel() else 1
+        lanes = self._lanes
+        sums = torch.zeros(rows, self.count, lanes, dtype=quantity.dtype, device=quantity.device)
+        # Token t adds into partial sum t % lanes of its bin: the scatter runs
+        # along the middle axis, so neighbouring tokens go to different sums.
+        whole = width // lanes * lanes
+        shape = (rows, whole // lanes, lanes)
+        sums.scatter_add_(
+            1, self.index[:, :whole].reshape(shape), quantity[:, :whole].reshape(shape)
+        )
+        if whole < width:
+            sums[:, :, 0].scatter_add_(1, self.index[:, whole:], quantity[:, whole:])
+        return _Located(sums.sum(dim=-1))
 
     def members(self, bin_index: torch.Tensor) -> torch.Tensor:
         """Which tokens are in each row's ``bin_index`` bin (none where it is -1)."""
