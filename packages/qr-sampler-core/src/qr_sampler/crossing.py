@@ -158,6 +158,10 @@ class _Bins:
             fullest = int(self.tokens.amax(dim=-1).sum())
             self._lanes = LANES if fullest >= LANED_SHARE * self.index.numel() else 1
         lanes = self._lanes
+        if lanes == 1:
+            # A [rows, tokens, 1] scatter runs several times slower than this one.
+            plain = torch.zeros(rows, self.count, dtype=quantity.dtype, device=quantity.device)
+            return _Located(plain.scatter_add_(1, self.index, quantity))
         sums = torch.zeros(rows, self.count, lanes, dtype=quantity.dtype, device=quantity.device)
         # Token t adds into partial sum t % lanes of its bin: the scatter runs
         # along the middle axis, so neighbouring tokens go to different sums.
