@@ -40,6 +40,12 @@ FINE_BINS = 4096
 #: Refinements before the crossing bin is sorted whatever its size: float32 values
 #: need at most three (4096^3 steps split any bin down to single values).
 MAX_REFINEMENTS = 8
+#: Partial sums kept per bin where a few bins hold much of the batch: consecutive
+#: tokens then add into different partial sums, which a processor can do at
+#: once, where adding them all into one float waits on each addition in turn.
+LANES = 8
+#: ... that is, where the fullest bins of the rows together hold this share of all tokens.
+LANED_SHARE = 1 / 3
 #: exp(x) is 0 in float64 below this: lower values never carry weight.
 LOWEST_EXPONENT = -746.0
 
@@ -76,7 +82,10 @@ class DescendingWalk:
         log_weight.nan_to_num_(nan=count - 1).clamp_(min=0, max=count - 1)
         bins.copy_(log_weight)
         self.ones = torch.ones((1, 1), dtype=torch.int64, device=values.device).expand_as(bins)
-        self.coarse = _Bins(bins, count, self.ones)
+        self.coarse = _Bins(self, "bins", count)
+        # The latest refinement and tie count, kept for the step's next crossing.
+        self._refined: tuple[torch.Tensor, torch.Tensor, _Bins] | None = None
+        self._tied: tuple[torch.Tensor, _Occurrences] | None = None
 
     def histogram(self, quantity: torch.Tensor) -> Histogram:
         return Histogram(self, quantity)
@@ -93,7 +102,12 @@ class DescendingWalk:
         range is a single value gets a bin of its own for that value."""
         import torch
 
+        if self._refined is not None:
+            last_low, last_high, bins = self._refined
+            if torch.equal(low, last_low) and torch.equal(high, last_high):
+                return bins
         values = self.values
+        wanted = low, high
         low = torch.maximum(low, self.floor)
         span = high - low
         top = high.to(values.dtype)
@@ -103,43 +117,90 @@ class DescendingWalk:
         position = torch.sub(top[:, None], values, out=self.buffer("position", values.dtype))
         position.mul_(scale.to(values.dtype)[:, None]).add_(1)
         position.nan_to_num_(nan=0.0).clamp_(min=0, max=FINE_BINS + 1)
-        index = self.buffer("fine_bins", torch.int64)
-        index.copy_(position)
-        return _Bins(index, FINE_BINS + 2, self.ones)
+        self.buffer("fine_bins", torch.int64).copy_(position)
+        self._refined = (*wanted, _Bins(self, "fine_bins", FINE_BINS + 2))
+        return self._refined[2]
+
+    def ties(self, value: torch.Tensor) -> _Occurrences:
+        """Where the tokens equal to each row's ``value`` are."""
+        import torch
+
+        if self._tied is not None and torch.equal(self._tied[0], value):
+            return self._tied[1]
+        values = self.values
+        tied = torch.eq(
+            values, value.to(values.dtype)[:, None], out=self.buffer("tied", torch.bool)
+        )
+        self._tied = value, _Occurrences(tied)
+        return self._tied[1]
 
 
 class _Bins:
     """Which bin each token is in; bin 0 holds the largest values."""
 
-    def __init__(self, index: torch.Tensor, count: int, ones: torch.Tensor) -> None:
+    def __init__(self, walk: DescendingWalk, name: str, count: int) -> None:
+        """``name``: the walk's buffer that holds the bin of each token."""
         import torch
 
-        self.index, self.count = index, count
+        self.walk, self.name, self.count = walk, name, count
+        self.index = index = walk.buffer(name, torch.int64)
         self.tokens = torch.zeros(index.shape[0], count, dtype=torch.int64, device=index.device)
-        self.tokens.scatter_add_(1, index, ones)
+        self.tokens.scatter_add_(1, index, walk.ones)
+        #: Partial sums per bin, decided at the first histogram.
+        self._lanes: int | None = None
+        self._extremes: dict[str, torch.Tensor] = {}
 
     def sums(self, quantity: torch.Tensor) -> _Located:
         import torch
 
-        sums = torch.zeros(
-            quantity.shape[0], self.count, dtype=quantity.dtype, device=quantity.device
+        rows, width = quantity.shape
+        if self._lanes is None:
+            fullest = int(self.tokens.amax(dim=-1).sum())
+            self._lanes = LANES if fullest >= LANED_SHARE * self.index.numel() else 1
+        lanes = self._lanes
+        if lanes == 1:
+            # A [rows, tokens, 1] scatter runs several times slower than this one.
+            plain = torch.zeros(rows, self.count, dtype=quantity.dtype, device=quantity.device)
+            return _Located(plain.scatter_add_(1, self.index, quantity))
+        sums = torch.zeros(rows, self.count, lanes, dtype=quantity.dtype, device=quantity.device)
+        # Token t adds into partial sum t % lanes of its bin: the scatter runs
+        # along the middle axis, so neighbouring tokens go to different sums.
+        whole = width // lanes * lanes
+        shape = (rows, whole // lanes, lanes)
+        sums.scatter_add_(
+            1, self.index[:, :whole].reshape(shape), quantity[:, :whole].reshape(shape)
         )
-        return _Located(sums.scatter_add_(1, self.index, quantity))
+        if whole < width:
+            sums[:, :, 0].scatter_add_(1, self.index[:, whole:], quantity[:, whole:])
+        return _Located(sums.sum(dim=-1))
 
-    def value_range(
-        self, values: torch.Tensor, bin_index: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The lowest and highest value in each row's ``bin_index`` bin, as float64."""
+    def members(self, bin_index: torch.Tensor) -> torch.Tensor:
+        """Which tokens are in each row's ``bin_index`` bin (none where it is -1)."""
         import torch
 
-        shape = (values.shape[0], self.count)
-        inf = float("inf")
-        low = torch.full(shape, inf, dtype=values.dtype, device=values.device)
-        low.scatter_reduce_(1, self.index, values, "amin")
-        high = torch.full(shape, -inf, dtype=values.dtype, device=values.device)
-        high.scatter_reduce_(1, self.index, values, "amax")
-        at = bin_index[:, None]
-        return low.gather(1, at).squeeze(1).double(), high.gather(1, at).squeeze(1).double()
+        in_bin = self.walk.buffer("in_bin", torch.bool)
+        return torch.eq(self.index, bin_index[:, None], out=in_bin)
+
+    def highest(self, bin_index: torch.Tensor) -> torch.Tensor:
+        """The highest value in each row's ``bin_index`` bin, as float64."""
+        return self._extreme("amax", bin_index)
+
+    def lowest(self, bin_index: torch.Tensor) -> torch.Tensor:
+        """The lowest value in each row's ``bin_index`` bin, as float64."""
+        return self._extreme("amin", bin_index)
+
+    def _extreme(self, reduce: str, bin_index: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        # Both crossings of a step (top-p, then u) often land in the same bins.
+        if reduce not in self._extremes:
+            values = self.walk.values
+            empty = float("-inf") if reduce == "amax" else float("inf")
+            table = torch.full(
+                (values.shape[0], self.count), empty, dtype=values.dtype, device=values.device
+            )
+            self._extremes[reduce] = table.scatter_reduce_(1, self.index, values, reduce)
+        return self._extremes[reduce].gather(1, bin_index[:, None]).squeeze(1).double()
 
 
 class Histogram:
@@ -153,7 +214,6 @@ class Histogram:
     def crossing(self, target: torch.Tensor, *, inclusive: bool) -> Crossing:
         """The first token whose running sum exceeds ``target`` (reaches it, if
         ``inclusive``); past the end, the last token with a positive quantity."""
-        import torch
 
         walk = self.walk
         bins, located = walk.coarse, self.coarse
@@ -163,16 +223,17 @@ class Histogram:
             crowded = tokens > SORT_LIMIT
             if refinements == MAX_REFINEMENTS or not bool(crowded.any()):
                 break
-            low, high = bins.value_range(walk.values, bin_index)
-            tied = crowded & (low == high)
+            # A bin is one value when every token in it equals its highest; the
+            # count of those is needed anyway to pick among them.
+            high = bins.highest(bin_index)
+            tied = crowded & (walk.ties(high).total == tokens)
             if bool((tied == crowded).all()):
                 return self._with_ties(
                     bins, bin_index, tokens, tied, high, before, target, inclusive
                 )
-            bins = walk.refine(low, high)
+            bins = walk.refine(bins.lowest(bin_index), high)
             located = bins.sums(self.quantity)
-        in_bin = torch.eq(bins.index, bin_index[:, None])
-        return self._sorted(in_bin, int(tokens.max()), before, target, inclusive)
+        return self._sorted(bins.members(bin_index), int(tokens.max()), before, target, inclusive)
 
     def _with_ties(
         self,
@@ -189,12 +250,11 @@ class Histogram:
         import torch
 
         counted = self._counted(value, before, target, inclusive)
-        other = torch.where(tied, torch.full_like(bin_index, -1), bin_index)
-        in_bin = torch.eq(bins.index, other[:, None])
         width = int(torch.where(tied, torch.zeros_like(tokens), tokens).max())
         if width == 0:
             return counted
-        ranked = self._sorted(in_bin, width, before, target, inclusive)
+        other = torch.where(tied, torch.full_like(bin_index, -1), bin_index)
+        ranked = self._sorted(bins.members(other), width, before, target, inclusive)
         return Crossing(
             *(
                 torch.where(tied, mine, theirs)
@@ -213,19 +273,14 @@ class Histogram:
         crosses: the n-th of them in token-id order, n from the arithmetic."""
         import torch
 
-        values, quantity = self.walk.values, self.quantity
-        ranks = torch.cumsum(values == value.to(values.dtype)[:, None], dim=-1, dtype=torch.int32)
-        tied = ranks[:, -1]
-        first = torch.searchsorted(ranks, torch.ones_like(tied)[:, None]).clamp(
-            max=ranks.shape[1] - 1
-        )
-        amount = quantity.gather(1, first).squeeze(1)
+        tied, quantity = self.walk.ties(value), self.quantity
+        amount = quantity.gather(1, tied.nth(torch.ones_like(tied.total))[:, None]).squeeze(1)
         share = (target - before) / amount
         whole = share.ceil() - 1 if inclusive else share.floor()
-        limit = (tied - 1).clamp(min=0).to(share.dtype)
-        index = torch.minimum(whole.nan_to_num(0.0).clamp(min=0), limit).to(torch.int32)
-        token = torch.searchsorted(ranks, (index + 1)[:, None]).clamp(max=ranks.shape[1] - 1)
-        return Crossing(token.squeeze(1), amount, before + (index + 1).to(share.dtype) * amount)
+        limit = (tied.total - 1).clamp(min=0).to(share.dtype)
+        index = torch.minimum(whole.nan_to_num(0.0).clamp(min=0), limit).to(torch.int64)
+        token = tied.nth(index + 1)
+        return Crossing(token, amount, before + (index + 1).to(share.dtype) * amount)
 
     def _sorted(
         self,
@@ -289,3 +344,43 @@ class _Located:
             past = cumulative <= target[:, None]
         index = torch.minimum(past.sum(dim=-1), self.last)
         return index, self.start.gather(1, index[:, None]).squeeze(1)
+
+
+class _Occurrences:
+    """Where the n-th true entry of each row of a boolean table is, found from
+    counts per block of columns: a running count over whole rows would cost
+    several passes over them, and memory as large as the vocabulary."""
+
+    #: Columns per block: at most 255, so a block's count is a uint8 sum.
+    BLOCK = 128
+
+    def __init__(self, table: torch.Tensor) -> None:
+        import torch
+
+        self.table = table
+        rows, width = table.shape
+        whole = width // self.BLOCK * self.BLOCK
+        counts = []
+        flags = table.view(torch.uint8)
+        if whole:
+            blocks = flags[:, :whole].reshape(rows, -1, self.BLOCK)
+            counts.append(blocks.sum(dim=-1, dtype=torch.uint8))
+        if whole < width:
+            counts.append(flags[:, whole:].sum(dim=-1, keepdim=True, dtype=torch.uint8))
+        self.cumulative = torch.cat(counts, dim=1).cumsum(dim=-1, dtype=torch.int64)
+        self.total = self.cumulative[:, -1]
+
+    def nth(self, n: torch.Tensor) -> torch.Tensor:
+        """The column of each row's ``n``-th true entry (1-based); a column in the
+        last block where a row has fewer than ``n``."""
+        import torch
+
+        cumulative, width = self.cumulative, self.table.shape[1]
+        block = torch.searchsorted(cumulative, n[:, None]).clamp(max=cumulative.shape[1] - 1)
+        before = torch.where(block > 0, cumulative.gather(1, (block - 1).clamp(min=0)), 0)
+        offsets = torch.arange(self.BLOCK, device=n.device)
+        columns = (block * self.BLOCK + offsets).clamp(max=width - 1)
+        inside = self.table.gather(1, columns) & (block * self.BLOCK + offsets < width)
+        ranks = inside.cumsum(dim=-1)
+        at = torch.searchsorted(ranks, n[:, None] - before).clamp(max=self.BLOCK - 1)
+        return columns.gather(1, at).squeeze(1)

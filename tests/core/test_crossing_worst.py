@@ -1,0 +1,120 @@
+"""The crossing walk on its hard rows: ties across the whole vocabulary.
+
+Tied tokens are counted off in token-id order through per-block counts; these
+tests pin the n-th tied token across block edges and a partial last block, and
+bound how many passes over the vocabulary a tied row costs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from qr_sampler.crossing import DescendingWalk, Histogram
+
+#: Ops that only look at a few entries of a vocabulary-sized tensor, or none.
+NOT_A_PASS = {
+    torch.ops.aten.empty.memory_format,
+    torch.ops.aten.gather.default,
+    torch.ops.aten.view.default,
+    torch.ops.aten.view.dtype,
+    torch.ops.aten.slice.Tensor,
+    torch.ops.aten.expand.default,
+    torch.ops.aten._unsafe_view.default,
+    torch.ops.aten.alias.default,
+    torch.ops.aten.detach.default,
+    torch.ops.aten.unsqueeze.default,
+    torch.ops.aten.squeeze.dim,
+    torch.ops.aten.select.int,
+}
+
+
+class Passes(TorchDispatchMode):
+    """Counts the ops that read or write a tensor of at least ``size`` elements."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size, self.ops = size, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        tensors = [t for t in tree_leaves((args, kwargs, result)) if isinstance(t, torch.Tensor)]
+        if func not in NOT_A_PASS and any(t.numel() >= self.size for t in tensors):
+            self.ops.append(func)
+        return result
+
+
+def walk_over(values: torch.Tensor) -> DescendingWalk:
+    buffers: dict[str, torch.Tensor] = {}
+
+    def buffer(name: str, dtype: torch.dtype) -> torch.Tensor:
+        return buffers.setdefault(name, torch.empty(values.shape, dtype=dtype))
+
+    log_weight = (values - values.amax(dim=-1, keepdim=True)).float()
+    return DescendingWalk(values, log_weight, torch.full((values.shape[0],), -1e9).double(), buffer)
+
+
+def weights(walk: DescendingWalk) -> Histogram:
+    values = walk.values
+    return walk.histogram(torch.exp(values - values.amax(dim=-1, keepdim=True)).double())
+
+
+def test_the_kth_of_tied_tokens_is_the_kth_in_token_id_order_across_block_edges():
+    # 1000 columns: seven whole blocks of 128 and a partial one.
+    vocab = 1000
+    k = torch.tensor([1, 127, 128, 129, 256, 897, 999, 1000, 1001])
+    walk = walk_over(torch.full((k.numel(), vocab), 0.5))
+    kth = walk.counts().crossing(k.double(), inclusive=True)
+    assert kth.token_id.tolist() == (k.clamp(max=vocab) - 1).tolist()
+    assert kth.through.tolist() == k.clamp(max=vocab).double().tolist()
+
+
+def test_tied_tokens_between_masked_ones_are_counted_in_token_id_order():
+    vocab = 700
+    generator = torch.Generator().manual_seed(14)
+    masked = (
+        torch.rand(6, vocab, generator=generator)
+        < torch.tensor([0.0, 0.3, 0.9, 0.99, 0.5, 0.5])[:, None]
+    )
+    values = torch.full((6, vocab), -2.0).masked_fill(masked, float("-inf"))
+    left = (~masked).sum(dim=-1)
+    n = torch.stack([torch.randint(1, int(c) + 1, (), generator=generator) for c in left])
+    # u lands inside the n-th surviving token's share of the mass.
+    chosen = weights(walk_over(values)).crossing((n - 0.5).double(), inclusive=False)
+    expected = [int(torch.nonzero(~masked[row])[n[row] - 1]) for row in range(6)]
+    assert chosen.token_id.tolist() == expected
+    assert torch.allclose(chosen.through, n.double())
+
+
+def test_a_plateau_row_picks_by_token_id_among_the_tied_tokens():
+    vocab = 5000
+    values = torch.full((2, vocab), 0.25)
+    values[:, :40] = torch.linspace(3.0, 1.0, 40)
+    histogram = weights(walk_over(values))
+    above = torch.exp(values[0, :40].double() - 3.0).sum()
+    plateau = float(torch.exp(torch.tensor(0.25 - 3.0, dtype=torch.float64)))
+    # Halfway into the 1234th and the 4000th tied token (ids 1273 and 4039).
+    target = above + plateau * torch.tensor([1233.5, 3999.5], dtype=torch.float64)
+    chosen = histogram.crossing(target, inclusive=False)
+    assert chosen.token_id.tolist() == [40 + 1233, 40 + 3999]
+
+
+def test_an_all_equal_row_costs_a_few_passes_and_its_second_crossing_none():
+    rows, vocab = 8, 32_768
+    walk = walk_over(torch.full((rows, vocab), 1.5))
+    histogram = weights(walk)
+    nucleus = histogram.totals * 0.9
+    with Passes(rows * vocab) as first:
+        end = histogram.crossing(nucleus, inclusive=True)
+    with Passes(rows * vocab) as second:
+        chosen = histogram.crossing(end.through * 0.3, inclusive=False)
+    # One value range, one comparison with the tied value, one count of it.
+    assert len(first.ops) <= 3, first.ops
+    assert second.ops == []
+    # Every weight is 1: the nucleus is the first ceil(0.9 * vocab) tokens.
+    kept = math.ceil(vocab * 0.9)
+    assert end.token_id.tolist() == [kept - 1] * rows
+    assert chosen.token_id.tolist() == [math.floor(kept * 0.3)] * rows
