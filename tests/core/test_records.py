@@ -26,6 +26,7 @@ from test_sampler import forced, make_sampler
 from qr_sampler.cli.main import main
 from qr_sampler.record_file import LogPathError, check_log_path
 from qr_sampler.records import StepRecords, TokenRecord
+from qr_sampler.sampler import QRSampler
 
 DEV_FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full here")
@@ -151,14 +152,20 @@ def test_checking_a_new_path_leaves_no_file_and_an_existing_one_untouched(
     check_log_path("")  # no records file: nothing to check
 
 
-@needs_dev_full
-def test_a_disk_that_fills_up_loses_records_but_never_a_step(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def two_recorded_rows(tmp_path: Path) -> tuple[QRSampler, Path]:
+    """A sampler writing records to a file, two default rows seated."""
     log = tmp_path / "tokens.jsonl"
     sampler, _ = make_sampler(tmp_path, log_path=str(log))
     sampler.table.put(0, sampler.defaults)
     sampler.table.put(1, sampler.defaults)
+    return sampler, log
+
+
+@needs_dev_full
+def test_a_disk_that_fills_up_loses_records_but_never_a_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sampler, log = two_recorded_rows(tmp_path)
     sampler.sample(torch.randn(2, 30), np.arange(2))
     sampler.sink.flush()
     # The disk fills up under the open file: from now on every write gets ENOSPC.
@@ -269,10 +276,7 @@ def test_records_are_strict_json_with_null_for_non_finite_values(tmp_path: Path)
 def test_a_step_whose_records_cannot_be_built_is_counted_and_the_next_one_written(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log = tmp_path / "tokens.jsonl"
-    sampler, _ = make_sampler(tmp_path, log_path=str(log))
-    sampler.table.put(0, sampler.defaults)
-    sampler.table.put(1, sampler.defaults)
+    sampler, log = two_recorded_rows(tmp_path)
 
     def unreadable() -> list[TokenRecord | None]:
         raise RuntimeError("the device lost the copy")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from qr_sampler.crossing import LOWEST_EXPONENT, DescendingWalk
 
@@ -181,9 +181,18 @@ def select_tokens(
     # float64: a temperature such as 1e-46 is 0 in float32 and would divide by zero.
     wide_temperature = temperature.to(torch.float64)
     greedy = wide_temperature <= 0
-    rows = _Rows(values, row_max, torch.where(greedy, 1.0, wide_temperature), greedy, workspace)
-    walk = _sorted_walk if sorts(values) else _histogram_walk
-    return walk(rows, u, top_k, top_p, (valid, entropy, temperature))
+    step = _Step(
+        values,
+        row_max,
+        torch.where(greedy, 1.0, wide_temperature),
+        greedy,
+        workspace,
+        u,
+        top_k,
+        top_p,
+        (valid, entropy, temperature),
+    )
+    return _sorted_walk(step) if sorts(values) else _histogram_walk(step)
 
 
 def sorts(values: torch.Tensor) -> bool:
@@ -191,47 +200,55 @@ def sorts(values: torch.Tensor) -> bool:
     return values.device.type != "cpu" or values.numel() <= SORT_ELEMENTS
 
 
-class _Rows:
-    """What both walks start from: the rows, their maxima and (safe) temperatures."""
+@dataclass(frozen=True)
+class _Step:
+    """What both walks start from: the rows, their maxima and (safe) temperatures,
+    the rows' u, top-k and top-p, and what the ``Selection`` carries unchanged
+    (valid, entropy, temperature as given)."""
 
-    def __init__(
-        self,
-        values: torch.Tensor,
-        row_max: torch.Tensor,
-        temperature: torch.Tensor,
-        greedy: torch.Tensor,
-        workspace: Workspace,
-    ) -> None:
-        self.values, self.row_max, self.temperature = values, row_max, temperature
-        self.greedy, self.workspace = greedy, workspace
+    values: torch.Tensor
+    row_max: torch.Tensor
+    temperature: torch.Tensor
+    greedy: torch.Tensor
+    workspace: Workspace
+    u: torch.Tensor
+    top_k: torch.Tensor | None
+    top_p: torch.Tensor | None
+    given: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
 
     def weights(self, ordered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float64 weights of ``ordered`` (the rows, in whichever order the walk
         needs), and their float32 log-weights."""
         return _weights(ordered, self.row_max, self.temperature, self.workspace)
 
+    def reach(self, total: torch.Tensor) -> torch.Tensor:
+        """The mass the nucleus must reach (with ``top_p`` set)."""
+        import torch
 
-#: What a walk passes through to its ``Selection``: valid, entropy, temperature.
-_Given = tuple["torch.Tensor", "torch.Tensor | None", "torch.Tensor"]
+        assert self.top_p is not None
+        return (self.top_p.to(torch.float64) - TOP_P_SLACK).clamp(min=0) * total
+
+    def target(self, mass: torch.Tensor) -> torch.Tensor:
+        """Where u falls in ``mass``; greedy rows take the first token."""
+        import torch
+
+        return torch.where(self.greedy, 0.0, self.u.to(torch.float64) * mass)
+
+    def selection(self, token_id: torch.Tensor, **found: Any) -> Selection:
+        return Selection(token_id, *self.given, **found)
 
 
-def _sorted_walk(
-    rows: _Rows,
-    u: torch.Tensor,
-    top_k: torch.Tensor | None,
-    top_p: torch.Tensor | None,
-    given: _Given,
-) -> Selection:
+def _sorted_walk(step: _Step) -> Selection:
     """The walk itself: a stable descending sort (ties keep token-id order), float64
     running sums, and binary searches; no host reads."""
     import torch
 
-    ordered, order = rows.values.sort(dim=-1, descending=True, stable=True)
-    weight, _ = rows.weights(ordered)
-    if top_k is not None:
+    ordered, order = step.values.sort(dim=-1, descending=True, stable=True)
+    weight, _ = step.weights(ordered)
+    if step.top_k is not None:
         vocab = ordered.shape[-1]
-        bites = (top_k > 0) & (top_k < vocab)
-        kth = ordered.gather(1, (top_k - 1).clamp(min=0, max=vocab - 1)[:, None])
+        bites = (step.top_k > 0) & (step.top_k < vocab)
+        kth = ordered.gather(1, (step.top_k - 1).clamp(min=0, max=vocab - 1)[:, None])
         weight.masked_fill_(bites[:, None] & (ordered < kth), 0.0)
     through = weight.cumsum(dim=-1)
     total = through[:, -1]
@@ -240,20 +257,17 @@ def _sorted_walk(
     last = (positive - 1).clamp(min=0)[:, None]
     mass, candidates, end = total, positive, last
     end_token, cut = None, None
-    if top_p is not None:
-        reach = (top_p.to(torch.float64) - TOP_P_SLACK).clamp(min=0) * total
-        nucleus = torch.minimum(torch.searchsorted(through, reach[:, None]), last)
-        cut = top_p < 1
+    if step.top_p is not None:
+        nucleus = torch.minimum(torch.searchsorted(through, step.reach(total)[:, None]), last)
+        cut = step.top_p < 1
         mass = torch.where(cut, through.gather(1, nucleus).squeeze(1), total)
         candidates = torch.where(cut, nucleus.squeeze(1) + 1, positive)
         end_token = order.gather(1, nucleus).squeeze(1)
         end = torch.where(cut[:, None], nucleus, last)
-    target = torch.where(rows.greedy, 0.0, u.to(torch.float64) * mass)
     # The first token whose running sum exceeds the target, never past the nucleus.
-    at = torch.minimum(torch.searchsorted(through, target[:, None], right=True), end)
-    return Selection(
+    at = torch.minimum(torch.searchsorted(through, step.target(mass)[:, None], right=True), end)
+    return step.selection(
         order.gather(1, at).squeeze(1),
-        *given,
         amount=weight.gather(1, at).squeeze(1),
         mass=mass,
         weight=weight,
@@ -263,54 +277,39 @@ def _sorted_walk(
     )
 
 
-def _histogram_walk(
-    rows: _Rows,
-    u: torch.Tensor,
-    top_k: torch.Tensor | None,
-    top_p: torch.Tensor | None,
-    given: _Given,
-) -> Selection:
+def _histogram_walk(step: _Step) -> Selection:
     """The walk by histograms over log-weight (``crossing``), in token-id order."""
     import torch
 
-    values = rows.values
-    weight, log_weight = rows.weights(values)
-    floor = rows.row_max.to(torch.float64) + LOWEST_EXPONENT * rows.temperature
-    workspace = rows.workspace
+    values, workspace = step.values, step.workspace
+    weight, log_weight = step.weights(values)
+    floor = step.row_max.to(torch.float64) + LOWEST_EXPONENT * step.temperature
     walk = DescendingWalk(
         values, log_weight, floor, lambda name, dtype: workspace.get(name, values, dtype)
     )
-    if top_k is not None:
-        k_threshold = _top_k_threshold(walk, top_k, values.shape[-1])
+    if step.top_k is not None:
+        k_threshold = _top_k_threshold(walk, step.top_k, values.shape[-1])
         if k_threshold is not None:
             weight.masked_fill_(values < k_threshold[:, None], 0.0)
 
     masses = walk.histogram(weight)
     total = masses.totals
     mass, end_token, cut = total, None, None
-    if top_p is not None and bool((top_p < 1).any()):
+    if step.top_p is not None and bool((step.top_p < 1).any()):
         # The nucleus ends at the first token whose cumulative mass reaches p.
-        reach = (top_p.to(torch.float64) - TOP_P_SLACK).clamp(min=0) * total
-        nucleus = masses.crossing(reach, inclusive=True)
-        cut = top_p < 1
+        nucleus = masses.crossing(step.reach(total), inclusive=True)
+        cut = step.top_p < 1
         mass = torch.where(cut, nucleus.through, total)
         end_token = nucleus.token_id
-    target = torch.where(rows.greedy, 0.0, u.to(torch.float64) * mass)
-    chosen = masses.crossing(target, inclusive=False)
+    chosen = masses.crossing(step.target(mass), inclusive=False)
     token_id, amount = chosen.token_id, chosen.amount
     if end_token is not None and cut is not None:
         # u rounding to 1 must not step past the nucleus, whatever the sums did.
         beyond = cut & _comes_after(values, token_id, end_token)
         token_id = torch.where(beyond, end_token, token_id)
         amount = torch.where(beyond, nucleus.amount, amount)
-    return Selection(
-        token_id,
-        *given,
-        amount=amount,
-        mass=mass,
-        weight=weight,
-        nucleus_end=end_token,
-        nucleus_cut=cut,
+    return step.selection(
+        token_id, amount=amount, mass=mass, weight=weight, nucleus_end=end_token, nucleus_cut=cut
     )
 
 
