@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from qr_sampler import SamplingOptions
 from qr_sampler.emission import EmissionGate
 from qr_sampler.records import RecordSink, StepRecords, TokenRecord
 
@@ -26,7 +27,8 @@ def test_only_tokens_the_engine_booked_are_written_with_their_position():
     gate = EmissionGate(written.append, outputs.__getitem__)
     # Each record's position is its request's output length when it was sampled.
     held = [record(0, 9, 2), record(1, 3, 0), record(2, 4, 1)]
-    gate.hold(StepRecords.ready(held, [True, False, False], [False] * 3))
+    full, quiet = SamplingOptions(log_level="full"), SamplingOptions()
+    gate.hold(StepRecords.ready(held, [full, quiet, quiet]))
     assert written == []  # nothing before the engine books the step
 
     decoding.append(9)  # kept; row 1 was a prefill chunk, its sample dropped
@@ -44,7 +46,8 @@ def test_only_tokens_the_engine_booked_are_written_with_their_position():
 
 def test_a_sink_writes_only_the_kept_rows_of_a_step(tmp_path):
     sink = RecordSink(str(tmp_path / "r.jsonl"))
-    step = StepRecords.ready([record(0, 9, 2), record(1, 3, 0)], [False, False], [True, True])
+    kept_in_memory = SamplingOptions(diagnostic_mode=True)
+    step = StepRecords.ready([record(0, 9, 2), record(1, 3, 0)], [kept_in_memory] * 2)
     step.kept = [False, True]
     sink.write_step(step)
     assert [(r.row, r.token_id) for r in sink.recent()] == [(1, 3)]

@@ -282,7 +282,7 @@ def test_a_step_whose_records_cannot_be_built_is_counted_and_the_next_one_writte
         raise RuntimeError("the device lost the copy")
 
     with caplog.at_level(logging.ERROR, logger="qr_sampler"):
-        sampler.sink.write_step(StepRecords([0, 1], [0, 0], [False] * 2, [False] * 2, unreadable))
+        sampler.sink.write_step(StepRecords([0, 1], [0, 0], [None, None], unreadable))
         sampler.sample(torch.randn(2, 30), np.arange(2))  # neither raises
         sampler.sink.flush()
     assert "could not build or write a step's token records" in caplog.text

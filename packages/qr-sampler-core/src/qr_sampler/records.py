@@ -130,26 +130,24 @@ class StepRecords:
 
     ``rows``/``positions`` say which logits row and which output index each record
     belongs to, so an emission gate can decide which to keep before any is built;
-    ``build`` makes them (it may wait for the step's results to reach the host) and
-    returns None for a row that got no token.
+    ``options`` are the rows' request options (they say where each record goes);
+    ``build`` makes the records (it may wait for the step's results to reach the
+    host) and returns None for a row that got no token.
     """
 
     rows: list[int]
     positions: list[int | None]
-    log_full: list[bool]
-    keep: list[bool]
+    options: list[SamplingOptions | None]
     build: Callable[[], list[TokenRecord | None]]
     #: Which rows the engine kept (set by an emission gate); None keeps them all.
     kept: list[bool] | None = None
 
     @classmethod
-    def ready(
-        cls, records: list[TokenRecord], log_full: list[bool], keep: list[bool]
-    ) -> StepRecords:
+    def ready(cls, records: list[TokenRecord], options: list[SamplingOptions]) -> StepRecords:
         """Records already built."""
         built: list[TokenRecord | None] = list(records)
         return cls(
-            [r.row for r in records], [r.position for r in records], log_full, keep, lambda: built
+            [r.row for r in records], [r.position for r in records], list(options), lambda: built
         )
 
 
@@ -218,11 +216,9 @@ class RecordSink:
 
     def _write_kept(self, step: StepRecords, kept: list[bool]) -> None:
         chosen = [
-            (record, full, keep)
-            for record, full, keep, wanted in zip(
-                step.build(), step.log_full, step.keep, kept, strict=True
-            )
-            if wanted and record is not None
+            (record, options.log_level == "full", options.diagnostic_mode)
+            for record, options, wanted in zip(step.build(), step.options, kept, strict=True)
+            if wanted and record is not None and options is not None
         ]
         with self._lock:
             if self._file is not None and chosen:

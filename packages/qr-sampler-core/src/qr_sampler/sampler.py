@@ -334,15 +334,7 @@ class QRSampler:
                 )
             return built
 
-        self.emit(
-            StepRecords(
-                rows,
-                [position for _, position in identities],
-                [option is not None and option.log_level == "full" for option in options],
-                [option is not None and option.diagnostic_mode for option in options],
-                build,
-            )
-        )
+        self.emit(StepRecords(rows, [position for _, position in identities], options, build))
 
     def _identity(
         self, slot: int, row: int, positions: npt.NDArray[np.int64] | None
@@ -385,7 +377,7 @@ class QRSampler:
                 draw.arms[arm].label,
                 exc,
             )
-        records, log_full, keep = [], [], []
+        records, recorded = [], []
         for row in np.flatnonzero(ended).tolist():
             if not (params[row, _RECORD] > 0 or self.sink.log_path):
                 continue
@@ -405,9 +397,8 @@ class QRSampler:
                     draw.arms[arm].label,
                 )
             )
-            log_full.append(options.log_level == "full")
-            keep.append(options.diagnostic_mode)
-        self.emit(StepRecords.ready(records, log_full, keep))
+            recorded.append(options)
+        self.emit(StepRecords.ready(records, recorded))
 
     def close(self) -> None:
         self.unsampled.read()

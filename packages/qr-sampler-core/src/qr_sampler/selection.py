@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from qr_sampler.crossing import LOWEST_EXPONENT, DescendingWalk
 
@@ -48,6 +48,8 @@ class Selection:
     #: Shannon entropy (nats) of softmax(logits) before temperature, if computed.
     entropy: torch.Tensor | None
     temperature: torch.Tensor
+    #: Rows whose temperature is <= 0: they take their most probable token.
+    greedy: torch.Tensor
     #: The token's weight, and the mass (after top-k and top-p) it was drawn from.
     amount: torch.Tensor
     mass: torch.Tensor
@@ -58,10 +60,6 @@ class Selection:
     nucleus_cut: torch.Tensor | None = None
     #: The sorted walk's own (token's place in the sorted row, candidates).
     placed: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    @property
-    def greedy(self) -> torch.Tensor:
-        return self.temperature.double() <= 0
 
     @property
     def prob(self) -> torch.Tensor:
@@ -190,7 +188,7 @@ def select_tokens(
         u,
         top_k,
         top_p,
-        (valid, entropy, temperature),
+        (valid, entropy, temperature, greedy),
     )
     return _sorted_walk(step) if sorts(values) else _histogram_walk(step)
 
@@ -204,7 +202,7 @@ def sorts(values: torch.Tensor) -> bool:
 class _Step:
     """What both walks start from: the rows, their maxima and (safe) temperatures,
     the rows' u, top-k and top-p, and what the ``Selection`` carries unchanged
-    (valid, entropy, temperature as given)."""
+    (valid, entropy, temperature as given, greedy)."""
 
     values: torch.Tensor
     row_max: torch.Tensor
@@ -214,7 +212,7 @@ class _Step:
     u: torch.Tensor
     top_k: torch.Tensor | None
     top_p: torch.Tensor | None
-    given: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
+    given: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]
 
     def weights(self, ordered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float64 weights of ``ordered`` (the rows, in whichever order the walk
@@ -233,9 +231,6 @@ class _Step:
         import torch
 
         return torch.where(self.greedy, 0.0, self.u.to(torch.float64) * mass)
-
-    def selection(self, token_id: torch.Tensor, **found: Any) -> Selection:
-        return Selection(token_id, *self.given, **found)
 
 
 def _sorted_walk(step: _Step) -> Selection:
@@ -266,8 +261,9 @@ def _sorted_walk(step: _Step) -> Selection:
         end = torch.where(cut[:, None], nucleus, last)
     # The first token whose running sum exceeds the target, never past the nucleus.
     at = torch.minimum(torch.searchsorted(through, step.target(mass)[:, None], right=True), end)
-    return step.selection(
+    return Selection(
         order.gather(1, at).squeeze(1),
+        *step.given,
         amount=weight.gather(1, at).squeeze(1),
         mass=mass,
         weight=weight,
@@ -308,8 +304,14 @@ def _histogram_walk(step: _Step) -> Selection:
         beyond = cut & _comes_after(values, token_id, end_token)
         token_id = torch.where(beyond, end_token, token_id)
         amount = torch.where(beyond, nucleus.amount, amount)
-    return step.selection(
-        token_id, amount=amount, mass=mass, weight=weight, nucleus_end=end_token, nucleus_cut=cut
+    return Selection(
+        token_id,
+        *step.given,
+        amount=amount,
+        mass=mass,
+        weight=weight,
+        nucleus_end=end_token,
+        nucleus_cut=cut,
     )
 
 
