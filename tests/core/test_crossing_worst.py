@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -19,6 +20,7 @@ from qr_sampler.crossing import DescendingWalk, Histogram
 NOT_A_PASS = {
     torch.ops.aten.empty.memory_format,
     torch.ops.aten.gather.default,
+    torch.ops.aten.index.Tensor,
     torch.ops.aten.view.default,
     torch.ops.aten.view.dtype,
     torch.ops.aten.slice.Tensor,
@@ -118,3 +120,41 @@ def test_an_all_equal_row_costs_a_few_passes_and_its_second_crossing_none():
     kept = math.ceil(vocab * 0.9)
     assert end.token_id.tolist() == [kept - 1] * rows
     assert chosen.token_id.tolist() == [math.floor(kept * 0.3)] * rows
+
+
+def test_a_plateau_sharing_its_bin_with_a_few_other_values_is_not_refined():
+    vocab = 32_768
+    values = torch.full((3, vocab), 0.25)
+    values[:, :40] = torch.linspace(3.0, 1.0, 40)
+    # Within 1e-4 of the plateau: the same coarse bin, but not tied with it. Row 0
+    # has them above the plateau, row 1 below it, row 2 on both sides of it.
+    values[0, [100, 7000]] = torch.tensor([0.2502, 0.2501])
+    values[1, [300, 9000]] = torch.tensor([0.2499, 0.2498])
+    values[2, [500, 8000]] = torch.tensor([0.2501, 0.2499])
+    histogram = weights(walk_over(values[:2]))
+    reference = values[:2].double().numpy()
+    for fraction in (0.04, 0.3, 0.7, 0.9999):
+        target = histogram.totals * fraction
+        with Passes(2 * vocab) as passes:
+            chosen = histogram.crossing(target, inclusive=False)
+        assert chosen.token_id.tolist() == [
+            reference_crossing(reference[row], float(target[row])) for row in range(2)
+        ]
+        # No finer histogram: bin extremes, two tie counts, the bin's members, the
+        # others among them, their positions.
+        assert len(passes.ops) <= 9, " ".join(str(op) for op in passes.ops)
+    # With other values on both sides the bin is refined, and the answer is the same.
+    histogram = weights(walk_over(values[2:]))
+    target = histogram.totals * 0.6
+    chosen = histogram.crossing(target, inclusive=False)
+    assert chosen.token_id.tolist() == [
+        reference_crossing(values[2].double().numpy(), float(target))
+    ]
+
+
+def reference_crossing(row: np.ndarray, target: float) -> int:
+    """The first token, in (value desc, token id asc) order, whose float64 running
+    sum of exp(x - max) exceeds ``target``."""
+    order = np.lexsort((np.arange(row.size), -row))
+    through = np.cumsum(np.exp(row[order] - row.max()))
+    return int(order[min(np.searchsorted(through, target, side="right"), row.size - 1)])

@@ -7,10 +7,11 @@ the rows:
 1. A histogram of the summed quantity over bins of the tokens' log-weights finds
    the bin where the sum crosses the target (bin 0 holds the largest values).
 2. When that bin holds few tokens in every row, they are compacted and sorted.
-   When it holds many (flat, tied or near-flat rows), a finer histogram over the
-   exact value range of that bin is taken instead, as often as needed, until the
-   crossing bin is small or holds one value only; the tokens tied at that value
-   are then counted off in token-id order rather than sorted.
+   When it holds many, but nearly all at one value (all-equal rows, a plateau),
+   the tokens at that value go into the sort as one entry and are counted off in
+   token-id order where the sum crosses in it. Otherwise (near-flat rows) a finer
+   histogram over the exact value range of the bin is taken, as often as needed,
+   until one of those two holds.
 
 Sums are float64 and every stage adds the same float64 quantities, so the
 crossing found is the one a float64 walk over the sorted row would find, up to
@@ -214,57 +215,48 @@ class Histogram:
     def crossing(self, target: torch.Tensor, *, inclusive: bool) -> Crossing:
         """The first token whose running sum exceeds ``target`` (reaches it, if
         ``inclusive``); past the end, the last token with a positive quantity."""
+        import torch
 
         walk = self.walk
         bins, located = walk.coarse, self.coarse
         for refinements in range(MAX_REFINEMENTS + 1):
             bin_index, before = located.find(target, inclusive)
             tokens = bins.tokens.gather(1, bin_index[:, None]).squeeze(1)
-            crowded = tokens > SORT_LIMIT
-            if refinements == MAX_REFINEMENTS or not bool(crowded.any()):
+            if refinements == MAX_REFINEMENTS or not bool((tokens > SORT_LIMIT).any()):
                 break
-            # A bin is one value when every token in it equals its highest; the
-            # count of those is needed anyway to pick among them.
+            # A crowded bin is often one value with a few others beside it (all-equal
+            # rows, a plateau): that value's tokens are counted off and the others
+            # sorted. The value is the bin's highest or, failing that, its lowest.
             high = bins.highest(bin_index)
-            tied = crowded & (walk.ties(high).total == tokens)
-            if bool((tied == crowded).all()):
-                return self._with_ties(
-                    bins, bin_index, tokens, tied, high, before, target, inclusive
-                )
+            few_others = walk.ties(high).total >= tokens - SORT_LIMIT
+            value = high
+            if not bool(few_others.all()):
+                value = torch.where(few_others, high, bins.lowest(bin_index))
+                few_others = walk.ties(value).total >= tokens - SORT_LIMIT
+            if bool(few_others.all()):
+                return self._beside_ties(bins, bin_index, tokens, value, before, target, inclusive)
             bins = walk.refine(bins.lowest(bin_index), high)
             located = bins.sums(self.quantity)
         return self._sorted(bins.members(bin_index), int(tokens.max()), before, target, inclusive)
 
-    def _with_ties(
+    def _beside_ties(
         self,
         bins: _Bins,
         bin_index: torch.Tensor,
         tokens: torch.Tensor,
-        tied: torch.Tensor,
         value: torch.Tensor,
         before: torch.Tensor,
         target: torch.Tensor,
         inclusive: bool,
     ) -> Crossing:
-        """Rows whose crossing bin is one value are counted; the rest are sorted."""
-        import torch
+        """The crossing in bins that hold ``value`` and at most SORT_LIMIT others:
+        the tokens at ``value`` enter the sort as one entry and are counted off."""
 
-        counted = self._counted(value, before, target, inclusive)
-        width = int(torch.where(tied, torch.zeros_like(tokens), tokens).max())
+        width = int((tokens - self.walk.ties(value).total).max())
         if width == 0:
-            return counted
-        other = torch.where(tied, torch.full_like(bin_index, -1), bin_index)
-        ranked = self._sorted(bins.members(other), width, before, target, inclusive)
-        return Crossing(
-            *(
-                torch.where(tied, mine, theirs)
-                for mine, theirs in zip(
-                    (counted.token_id, counted.amount, counted.through),
-                    (ranked.token_id, ranked.amount, ranked.through),
-                    strict=True,
-                )
-            )
-        )
+            return self._counted(value, before, target, inclusive)
+        in_bin = bins.members(bin_index)
+        return self._sorted(in_bin, width, before, target, inclusive, tied_at=value)
 
     def _counted(
         self, value: torch.Tensor, before: torch.Tensor, target: torch.Tensor, inclusive: bool
@@ -273,14 +265,21 @@ class Histogram:
         crosses: the n-th of them in token-id order, n from the arithmetic."""
         import torch
 
-        tied, quantity = self.walk.ties(value), self.quantity
-        amount = quantity.gather(1, tied.nth(torch.ones_like(tied.total))[:, None]).squeeze(1)
+        tied, amount = self.walk.ties(value), self._tied_amount(value)
         share = (target - before) / amount
         whole = share.ceil() - 1 if inclusive else share.floor()
         limit = (tied.total - 1).clamp(min=0).to(share.dtype)
         index = torch.minimum(whole.nan_to_num(0.0).clamp(min=0), limit).to(torch.int64)
         token = tied.nth(index + 1)
         return Crossing(token, amount, before + (index + 1).to(share.dtype) * amount)
+
+    def _tied_amount(self, value: torch.Tensor) -> torch.Tensor:
+        """The quantity of one token equal to ``value`` (all such tokens share it)."""
+        import torch
+
+        tied = self.walk.ties(value)
+        first = tied.nth(torch.ones_like(tied.total))
+        return self.quantity.gather(1, first[:, None]).squeeze(1)
 
     def _sorted(
         self,
@@ -289,12 +288,21 @@ class Histogram:
         before: torch.Tensor,
         target: torch.Tensor,
         inclusive: bool,
+        tied_at: torch.Tensor | None = None,
     ) -> Crossing:
-        """Compact the bin's tokens into a ``[rows, width]`` table and sort it."""
+        """Compact the bin's tokens into a ``[rows, width]`` table and sort it.
+
+        With ``tied_at``, the tokens at that value (all in the bin) are left out and
+        one entry for all of them takes the column after the row's others; where
+        the sum crosses in that entry, the tokens are counted off."""
         import torch
 
         values, quantity = self.walk.values, self.quantity
-        rows, width = values.shape[0], max(width, 1)
+        rows = values.shape[0]
+        if tied_at is not None:
+            in_bin.logical_xor_(self.walk.ties(tied_at).table)
+            width += 1
+        width = max(width, 1)
         # nonzero lists the tokens row by row in token-id order, the order ties need.
         row, token = in_bin.nonzero(as_tuple=True)
         counts = torch.bincount(row, minlength=rows)
@@ -305,6 +313,13 @@ class Histogram:
         ids[row, column] = token
         amounts = torch.zeros((rows, width), dtype=quantity.dtype, device=values.device)
         amounts[row, column] = quantity[row, token]
+        if tied_at is not None:
+            # A token id of -1 marks the entry; nothing else in the table is -1.
+            total = self.walk.ties(tied_at).total
+            table.scatter_(1, counts[:, None], tied_at.to(values.dtype)[:, None])
+            ids.scatter_(1, counts[:, None], -1)
+            block = total.to(quantity.dtype) * self._tied_amount(tied_at)
+            amounts.scatter_(1, counts[:, None], block[:, None])
         # Padding is -inf and zero: stable sorting keeps it after the bin's own tokens.
         order = table.sort(dim=-1, descending=True, stable=True).indices
         ids, amounts = ids.gather(1, order), amounts.gather(1, order)
@@ -312,10 +327,27 @@ class Histogram:
         past = through < target[:, None] if inclusive else through <= target[:, None]
         positive = (amounts > 0).sum(dim=-1)
         position = torch.minimum(past.sum(dim=-1), (positive - 1).clamp(min=0))[:, None]
-        return Crossing(
+        found = Crossing(
             ids.gather(1, position).squeeze(1),
             amounts.gather(1, position).squeeze(1),
             through.gather(1, position).squeeze(1),
+        )
+        if tied_at is None:
+            return found
+        earlier = torch.where(
+            position > 0, through.gather(1, (position - 1).clamp(min=0)), before[:, None]
+        ).squeeze(1)
+        counted = self._counted(tied_at, earlier, target, inclusive)
+        at_ties = found.token_id < 0
+        return Crossing(
+            *(
+                torch.where(at_ties, mine, theirs)
+                for mine, theirs in zip(
+                    (counted.token_id, counted.amount, counted.through),
+                    (found.token_id, found.amount, found.through),
+                    strict=True,
+                )
+            )
         )
 
 
