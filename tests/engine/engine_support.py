@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,28 @@ class VllmServer(Process):
                 time.sleep(0.5)
                 return [r for r in self.records() if r["tag"] == tag]
             time.sleep(0.2)
+
+
+@contextmanager
+def engine_on_urandom_server(
+    model: Path, run_dir: Path, settings: Mapping[str, str]
+) -> Iterator[tuple[VllmServer, UrandomServer]]:
+    """A ``qr-urandom-server`` and an engine whose gRPC source draws from it
+    (``settings`` on top); both are stopped on exit, whatever the test did."""
+    entropy = UrandomServer(run_dir)
+    entropy.start()
+    engine = VllmServer(
+        model,
+        run_dir,
+        {
+            "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
+            "QR_GRPC_SERVER_ADDRESS": entropy.address,
+            **settings,
+        },
+    )
+    try:
+        engine.start()
+        yield engine, entropy
+    finally:
+        engine.stop()
+        entropy.stop()

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
-from engine_support import MODEL_NAME, UrandomServer, VllmServer
+from engine_support import MODEL_NAME, UrandomServer, VllmServer, engine_on_urandom_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "source_grpc"))
 from grpc_test_servers import field1_reply, raw_server, requested_count
@@ -51,20 +51,8 @@ def grpc_engine(
     request: pytest.FixtureRequest, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[VllmServer, UrandomServer]]:
     run_dir = tmp_path_factory.mktemp(request.param)
-    entropy = UrandomServer(run_dir)
-    entropy.start()
-    settings = {
-        "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
-        "QR_GRPC_SERVER_ADDRESS": entropy.address,
-        "QR_GRPC_MODE": request.param,
-    }
-    engine = VllmServer(tiny_model, run_dir, settings)
-    try:
-        engine.start()
-        yield engine, entropy
-    finally:
-        engine.stop()
-        entropy.stop()
+    with engine_on_urandom_server(tiny_model, run_dir, {"QR_GRPC_MODE": request.param}) as both:
+        yield both
 
 
 def test_a_healthy_server_under_load_gives_no_fallback_token(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_support import MODEL_NAME, UrandomServer, VllmServer
+from engine_support import MODEL_NAME, UrandomServer, VllmServer, engine_on_urandom_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,25 +25,15 @@ EOS_TOKEN_ID = 1  # </s> in the tiny model's tokenizer
 def strict_engine(
     tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[VllmServer, UrandomServer]]:
-    run_dir = tmp_path_factory.mktemp("strict")
-    entropy = UrandomServer(run_dir)
-    entropy.start()
     settings = {
-        "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
-        "QR_GRPC_SERVER_ADDRESS": entropy.address,
         "QR_GRPC_MODE": "unary",
         "QR_FALLBACK_MODE": "error",
         "QR_STRICT_WAIT_S": str(STRICT_WAIT_S),
         # The breaker probes a dead server again after this; short, so recovery is quick.
         "QR_CB_RECOVERY_WINDOW_S": "1",
     }
-    engine = VllmServer(tiny_model, run_dir, settings)
-    try:
-        engine.start()
-        yield engine, entropy
-    finally:
-        engine.stop()
-        entropy.stop()
+    with engine_on_urandom_server(tiny_model, tmp_path_factory.mktemp("strict"), settings) as both:
+        yield both
 
 
 def generate(engine: VllmServer, name: str, tokens: int = 16) -> Any:
