@@ -3,6 +3,7 @@ bytes, always within a bounded time."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -308,5 +309,23 @@ def _eventually(check: Callable[[], bool], within_s: float = 20.0) -> bool:
             if check():
                 return True
         except EntropyUnavailableError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     return False
+
+
+def test_a_bidi_stream_the_server_closed_as_idle_is_reopened_without_fallback(
+    transport_address: str, make_source: SourceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.INFO, logger="qr_urandom_server"),
+        serve_in_background(transport_address, stream_idle_timeout_s=0.5) as server,
+    ):
+        source = make_source(server.address, mode="bidi_streaming")
+        fallback = FallbackEntropySource(source, SystemEntropySource())
+        assert not fallback.draw(64).fallback
+        assert _eventually(lambda: "cancelling a StreamEntropy stream" in caplog.text)
+        draws = [fallback.draw(64) for _ in range(5)]
+    assert [draw.fallback for draw in draws] == [False] * 5
+    assert {draw.source for draw in draws} == {source.name}
+    assert source.health_check()["breaker_state"] == "closed"
