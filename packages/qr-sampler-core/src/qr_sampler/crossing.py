@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -126,7 +127,10 @@ class DescendingWalk:
         """Where the tokens equal to each row's ``value`` are."""
         import torch
 
-        if self._tied is not None and torch.equal(self._tied[0], value):
+        # NaN (rows with no value to count) counts as the same as NaN here.
+        if self._tied is not None and bool(
+            (self._tied[0] == value).logical_or_(self._tied[0].isnan() & value.isnan()).all()
+        ):
             return self._tied[1]
         values = self.values
         tied = torch.eq(
@@ -150,6 +154,7 @@ class _Bins:
         #: Partial sums per bin, decided at the first histogram.
         self._lanes: int | None = None
         self._extremes: dict[str, torch.Tensor] = {}
+        self._members: tuple[torch.Tensor, _Occurrences] | None = None
 
     def sums(self, quantity: torch.Tensor) -> _Located:
         import torch
@@ -175,12 +180,17 @@ class _Bins:
             sums[:, :, 0].scatter_add_(1, self.index[:, whole:], quantity[:, whole:])
         return _Located(sums.sum(dim=-1))
 
-    def members(self, bin_index: torch.Tensor) -> torch.Tensor:
-        """Which tokens are in each row's ``bin_index`` bin (none where it is -1)."""
+    def members(self, bin_index: torch.Tensor) -> _Occurrences:
+        """Which tokens are in each row's ``bin_index`` bin."""
         import torch
 
-        in_bin = self.walk.buffer("in_bin", torch.bool)
-        return torch.eq(self.index, bin_index[:, None], out=in_bin)
+        # Both crossings of a step often land in the same bins.
+        if self._members is not None and torch.equal(self._members[0], bin_index):
+            return self._members[1]
+        in_bin = self.walk.buffer(f"{self.name}_members", torch.bool)
+        torch.eq(self.index, bin_index[:, None], out=in_bin)
+        self._members = bin_index, _Occurrences(in_bin)
+        return self._members[1]
 
     def highest(self, bin_index: torch.Tensor) -> torch.Tensor:
         """The highest value in each row's ``bin_index`` bin, as float64."""
@@ -222,41 +232,38 @@ class Histogram:
         for refinements in range(MAX_REFINEMENTS + 1):
             bin_index, before = located.find(target, inclusive)
             tokens = bins.tokens.gather(1, bin_index[:, None]).squeeze(1)
-            if refinements == MAX_REFINEMENTS or not bool((tokens > SORT_LIMIT).any()):
+            members = bins.members(bin_index)
+            crowded = tokens > SORT_LIMIT
+            if refinements == MAX_REFINEMENTS or not bool(crowded.any()):
                 break
             # A crowded bin is often one value with a few others beside it (all-equal
             # rows, a plateau): that value's tokens are counted off and the others
-            # sorted. The value is the bin's highest or, failing that, its lowest.
-            high = bins.highest(bin_index)
-            few_others = walk.ties(high).total >= tokens - SORT_LIMIT
-            value = high
-            if not bool(few_others.all()):
-                value = torch.where(few_others, high, bins.lowest(bin_index))
-                few_others = walk.ties(value).total >= tokens - SORT_LIMIT
-            if bool(few_others.all()):
-                return self._beside_ties(bins, bin_index, tokens, value, before, target, inclusive)
-            bins = walk.refine(bins.lowest(bin_index), high)
+            # sorted. The value would hold most of the bin, so its middle token is
+            # taken to have it.
+            middle = walk.values.gather(1, members.nth((tokens + 1) // 2)[:, None]).squeeze(1)
+            value = torch.where(crowded, middle, float("nan"))
+            if bool((walk.ties(value).total >= tokens - SORT_LIMIT).all()):
+                return self._beside_ties(members, tokens, value, before, target, inclusive)
+            bins = walk.refine(bins.lowest(bin_index), bins.highest(bin_index))
             located = bins.sums(self.quantity)
-        return self._sorted(bins.members(bin_index), int(tokens.max()), before, target, inclusive)
+        return self._sorted(members.table, int(tokens.max()), before, target, inclusive)
 
     def _beside_ties(
         self,
-        bins: _Bins,
-        bin_index: torch.Tensor,
+        members: _Occurrences,
         tokens: torch.Tensor,
         value: torch.Tensor,
         before: torch.Tensor,
         target: torch.Tensor,
         inclusive: bool,
     ) -> Crossing:
-        """The crossing in bins that hold ``value`` and at most SORT_LIMIT others:
-        the tokens at ``value`` enter the sort as one entry and are counted off."""
-
+        """The crossing in bins that hold the tokens at ``value`` (NaN: none) and at
+        most SORT_LIMIT others: the tokens at ``value`` enter the sort as one entry
+        and are counted off."""
         width = int((tokens - self.walk.ties(value).total).max())
         if width == 0:
             return self._counted(value, before, target, inclusive)
-        in_bin = bins.members(bin_index)
-        return self._sorted(in_bin, width, before, target, inclusive, tied_at=value)
+        return self._sorted(members.table, width, before, target, inclusive, tied_at=value)
 
     def _counted(
         self, value: torch.Tensor, before: torch.Tensor, target: torch.Tensor, inclusive: bool
@@ -300,7 +307,9 @@ class Histogram:
         values, quantity = self.walk.values, self.quantity
         rows = values.shape[0]
         if tied_at is not None:
-            in_bin.logical_xor_(self.walk.ties(tied_at).table)
+            # The tied tokens are all in the bin: what is left are the others.
+            others = self.walk.buffer("others", torch.bool)
+            in_bin = torch.logical_xor(in_bin, self.walk.ties(tied_at).table, out=others)
             width += 1
         width = max(width, 1)
         # nonzero lists the tokens row by row in token-id order, the order ties need.
@@ -314,12 +323,15 @@ class Histogram:
         amounts = torch.zeros((rows, width), dtype=quantity.dtype, device=values.device)
         amounts[row, column] = quantity[row, token]
         if tied_at is not None:
-            # A token id of -1 marks the entry; nothing else in the table is -1.
+            # A token id of -1 marks the entry (nothing else is -1); rows without
+            # tied tokens get padding there.
             total = self.walk.ties(tied_at).total
-            table.scatter_(1, counts[:, None], tied_at.to(values.dtype)[:, None])
-            ids.scatter_(1, counts[:, None], -1)
+            present = total > 0
+            entry = torch.where(present, tied_at.to(values.dtype), float("-inf"))
+            table.scatter_(1, counts[:, None], entry[:, None])
+            ids.scatter_(1, counts[:, None], torch.where(present, -1, 0)[:, None])
             block = total.to(quantity.dtype) * self._tied_amount(tied_at)
-            amounts.scatter_(1, counts[:, None], block[:, None])
+            amounts.scatter_(1, counts[:, None], torch.where(present, block, 0.0)[:, None])
         # Padding is -inf and zero: stable sorting keeps it after the bin's own tokens.
         order = table.sort(dim=-1, descending=True, stable=True).indices
         ids, amounts = ids.gather(1, order), amounts.gather(1, order)
@@ -387,9 +399,14 @@ class _Occurrences:
     BLOCK = 128
 
     def __init__(self, table: torch.Tensor) -> None:
+        self.table = table
+
+    @cached_property
+    def cumulative(self) -> torch.Tensor:
+        """Running count of true entries over the blocks of each row."""
         import torch
 
-        self.table = table
+        table = self.table
         rows, width = table.shape
         whole = width // self.BLOCK * self.BLOCK
         counts = []
@@ -399,8 +416,12 @@ class _Occurrences:
             counts.append(blocks.sum(dim=-1, dtype=torch.uint8))
         if whole < width:
             counts.append(flags[:, whole:].sum(dim=-1, keepdim=True, dtype=torch.uint8))
-        self.cumulative = torch.cat(counts, dim=1).cumsum(dim=-1, dtype=torch.int64)
-        self.total = self.cumulative[:, -1]
+        cumulative: torch.Tensor = torch.cat(counts, dim=1).cumsum(dim=-1, dtype=torch.int64)
+        return cumulative
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.cumulative[:, -1]
 
     def nth(self, n: torch.Tensor) -> torch.Tensor:
         """The column of each row's ``n``-th true entry (1-based); a column in the
