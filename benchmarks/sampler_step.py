@@ -191,7 +191,9 @@ def bench_worst(rows: int, name: str, steps: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64, 256])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per case")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed steps per case at batch 64 (x 64 / batch)"
+    )
     parser.add_argument("--worst-steps", type=int, default=5, help="timed steps per hard case")
     parser.add_argument("--worst-batch", type=int, default=64)
     parser.add_argument("--only-worst", action="store_true", help="skip the batch sweep")
@@ -203,8 +205,10 @@ def main() -> int:
         f"{'vllm p90':>10}{'ratio':>7}"
     )
     for rows in [] if args.only_worst else args.batches:
-        # Big batches take seconds per vLLM top-k/top-p step on two cores.
-        steps = max(5, args.steps // (1 + rows // 64))
+        # A batch-1 step takes about a millisecond, the order of the machine's
+        # scheduling noise, so small batches get more steps; big batches take
+        # seconds per vLLM top-k/top-p step on two cores, so they get fewer.
+        steps = max(5, args.steps * 64 // rows)
         for name in CONFIGS:
             case = bench_case(rows, name, steps)
             results.append(case)

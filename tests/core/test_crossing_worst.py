@@ -104,7 +104,7 @@ def test_a_plateau_row_picks_by_token_id_among_the_tied_tokens():
     assert chosen.token_id.tolist() == [40 + 1233, 40 + 3999]
 
 
-def test_an_all_equal_row_costs_a_few_passes_and_its_second_crossing_none():
+def test_an_all_equal_row_costs_a_few_light_passes():
     rows, vocab = 8, 32_768
     walk = walk_over(torch.full((rows, vocab), 1.5))
     histogram = weights(walk)
@@ -116,7 +116,8 @@ def test_an_all_equal_row_costs_a_few_passes_and_its_second_crossing_none():
     # The bin's members and their count per block (for its middle token), then the
     # tokens equal to that token's value and their count per block; no scatter.
     assert len(first.ops) <= 4, first.ops
-    assert second.ops == []
+    # The second finds the bin's members again; the tied value is the same.
+    assert len(second.ops) <= 2, second.ops
     # Every weight is 1: the nucleus is the first ceil(0.9 * vocab) tokens.
     kept = math.ceil(vocab * 0.9)
     assert end.token_id.tolist() == [kept - 1] * rows

@@ -46,8 +46,10 @@ MAX_REFINEMENTS = 8
 #: tokens then add into different partial sums, which a processor can do at
 #: once, where adding them all into one float waits on each addition in turn.
 LANES = 8
-#: ... that is, where the fullest bins of the rows together hold this share of all tokens.
+#: ... that is, where the fullest bins of the rows together hold this share of all tokens,
+#: counted over every LANE_SAMPLE-th token.
 LANED_SHARE = 1 / 3
+LANE_SAMPLE = 64
 #: exp(x) is 0 in float64 below this: lower values never carry weight.
 LOWEST_EXPONENT = -746.0
 
@@ -83,7 +85,6 @@ class DescendingWalk:
         torch.mul(log_weight, -count / LOG_WEIGHT_SPAN, out=log_weight)
         log_weight.nan_to_num_(nan=count - 1).clamp_(min=0, max=count - 1)
         bins.copy_(log_weight)
-        self.ones = torch.ones((1, 1), dtype=torch.int64, device=values.device).expand_as(bins)
         self.coarse = _Bins(self, "bins", count)
         # The latest refinement and tie count, kept for the step's next crossing.
         self._refined: tuple[torch.Tensor, torch.Tensor, _Bins] | None = None
@@ -148,21 +149,17 @@ class _Bins:
         import torch
 
         self.walk, self.name, self.count = walk, name, count
-        self.index = index = walk.buffer(name, torch.int64)
-        self.tokens = torch.zeros(index.shape[0], count, dtype=torch.int64, device=index.device)
-        self.tokens.scatter_add_(1, index, walk.ones)
+        self.index = walk.buffer(name, torch.int64)
         #: Partial sums per bin, decided at the first histogram.
         self._lanes: int | None = None
         self._extremes: dict[str, torch.Tensor] = {}
-        self._members: tuple[torch.Tensor, _Occurrences] | None = None
 
     def sums(self, quantity: torch.Tensor) -> _Located:
         import torch
 
         rows, width = quantity.shape
         if self._lanes is None:
-            fullest = int(self.tokens.amax(dim=-1).sum())
-            self._lanes = LANES if fullest >= LANED_SHARE * self.index.numel() else 1
+            self._lanes = LANES if self._crowded() else 1
         lanes = self._lanes
         if lanes == 1:
             # A [rows, tokens, 1] scatter runs several times slower than this one.
@@ -180,17 +177,22 @@ class _Bins:
             sums[:, :, 0].scatter_add_(1, self.index[:, whole:], quantity[:, whole:])
         return _Located(sums.sum(dim=-1))
 
+    def _crowded(self) -> bool:
+        """Whether the rows' fullest bins hold LANED_SHARE of the tokens, judged
+        from every LANE_SAMPLE-th token (it only decides how the sums are taken)."""
+        import torch
+
+        sample = self.index[:, ::LANE_SAMPLE]
+        tokens = torch.zeros(sample.shape[0], self.count, dtype=torch.int64, device=sample.device)
+        tokens.scatter_add_(1, sample, torch.ones_like(sample))
+        return int(tokens.amax(dim=-1).sum()) >= LANED_SHARE * sample.numel()
+
     def members(self, bin_index: torch.Tensor) -> _Occurrences:
         """Which tokens are in each row's ``bin_index`` bin."""
         import torch
 
-        # Both crossings of a step often land in the same bins.
-        if self._members is not None and torch.equal(self._members[0], bin_index):
-            return self._members[1]
-        in_bin = self.walk.buffer(f"{self.name}_members", torch.bool)
-        torch.eq(self.index, bin_index[:, None], out=in_bin)
-        self._members = bin_index, _Occurrences(in_bin)
-        return self._members[1]
+        in_bin = self.walk.buffer("in_bin", torch.bool)
+        return _Occurrences(torch.eq(self.index, bin_index[:, None], out=in_bin))
 
     def highest(self, bin_index: torch.Tensor) -> torch.Tensor:
         """The highest value in each row's ``bin_index`` bin, as float64."""
@@ -231,8 +233,8 @@ class Histogram:
         bins, located = walk.coarse, self.coarse
         for refinements in range(MAX_REFINEMENTS + 1):
             bin_index, before = located.find(target, inclusive)
-            tokens = bins.tokens.gather(1, bin_index[:, None]).squeeze(1)
             members = bins.members(bin_index)
+            tokens = members.total
             crowded = tokens > SORT_LIMIT
             if refinements == MAX_REFINEMENTS or not bool(crowded.any()):
                 break
