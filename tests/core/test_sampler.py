@@ -185,6 +185,7 @@ def test_strict_mode_with_an_end_token_ends_the_rows_instead_of_raising(tmp_path
     sampler.table.put(0, sampler.resolve({"qr_tag": "cut"}))
     sampler.table.put(1, sampler.resolve({"qr_bypass": "true"}))
     logits = torch.randn(2, 30)
+    logits[0, 7] = float("nan")  # an ended row is forced whatever it holds
     bypassed = logits[1].clone()
     with caplog.at_level(logging.ERROR, logger="qr_sampler.sampler"):
         sampler.sample(logits, np.arange(2))

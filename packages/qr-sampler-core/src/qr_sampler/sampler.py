@@ -368,7 +368,10 @@ class QRSampler:
 
         assert self.end_token_id is not None
         token = torch.full((len(slots),), self.end_token_id, dtype=torch.long)
-        force_tokens(logits, torch.from_numpy(ended).to(logits.device), token.to(logits.device))
+        rows = torch.from_numpy(ended).to(logits.device)
+        # These rows were never checked for NaN, which forcing would keep.
+        logits.masked_fill_(rows[:, None], float("-inf"))
+        force_tokens(logits, rows, token.to(logits.device))
         for arm, exc in draw.failures.items():
             logger.error(
                 "strict mode: ended %d request(s) of arm %r with the end-of-sequence token, "
