@@ -159,7 +159,7 @@ class _Bins:
 
         rows, width = quantity.shape
         if self._lanes is None:
-            self._lanes = LANES if self._crowded() else 1
+            self._lanes = LANES if self._concentrated() else 1
         lanes = self._lanes
         if lanes == 1:
             # A [rows, tokens, 1] scatter runs several times slower than this one.
@@ -177,7 +177,7 @@ class _Bins:
             sums[:, :, 0].scatter_add_(1, self.index[:, whole:], quantity[:, whole:])
         return _Located(sums.sum(dim=-1))
 
-    def _crowded(self) -> bool:
+    def _concentrated(self) -> bool:
         """Whether the rows' fullest bins hold LANED_SHARE of the tokens, judged
         from every LANE_SAMPLE-th token (it only decides how the sums are taken)."""
         import torch
@@ -264,17 +264,23 @@ class Histogram:
         and are counted off."""
         width = int((tokens - self.walk.ties(value).total).max())
         if width == 0:
-            return self._counted(value, before, target, inclusive)
+            return self._counted(value, self._tied_amount(value), before, target, inclusive)
         return self._sorted(members.table, width, before, target, inclusive, tied_at=value)
 
     def _counted(
-        self, value: torch.Tensor, before: torch.Tensor, target: torch.Tensor, inclusive: bool
+        self,
+        value: torch.Tensor,
+        amount: torch.Tensor,
+        before: torch.Tensor,
+        target: torch.Tensor,
+        inclusive: bool,
     ) -> Crossing:
-        """Among the tokens equal to ``value`` (one weight), the one where the sum
-        crosses: the n-th of them in token-id order, n from the arithmetic."""
+        """Among the tokens equal to ``value`` (each of quantity ``amount``), the one
+        where the sum crosses: the n-th of them in token-id order, n from the
+        arithmetic."""
         import torch
 
-        tied, amount = self.walk.ties(value), self._tied_amount(value)
+        tied = self.walk.ties(value)
         share = (target - before) / amount
         whole = share.ceil() - 1 if inclusive else share.floor()
         limit = (tied.total - 1).clamp(min=0).to(share.dtype)
@@ -327,12 +333,12 @@ class Histogram:
         if tied_at is not None:
             # A token id of -1 marks the entry (nothing else is -1); rows without
             # tied tokens get padding there.
-            total = self.walk.ties(tied_at).total
+            total, each = self.walk.ties(tied_at).total, self._tied_amount(tied_at)
             present = total > 0
             entry = torch.where(present, tied_at.to(values.dtype), float("-inf"))
             table.scatter_(1, counts[:, None], entry[:, None])
             ids.scatter_(1, counts[:, None], torch.where(present, -1, 0)[:, None])
-            block = total.to(quantity.dtype) * self._tied_amount(tied_at)
+            block = total.to(quantity.dtype) * each
             amounts.scatter_(1, counts[:, None], torch.where(present, block, 0.0)[:, None])
         # Padding is -inf and zero: stable sorting keeps it after the bin's own tokens.
         order = table.sort(dim=-1, descending=True, stable=True).indices
@@ -351,7 +357,7 @@ class Histogram:
         earlier = torch.where(
             position > 0, through.gather(1, (position - 1).clamp(min=0)), before[:, None]
         ).squeeze(1)
-        counted = self._counted(tied_at, earlier, target, inclusive)
+        counted = self._counted(tied_at, each, earlier, target, inclusive)
         at_ties = found.token_id < 0
         return Crossing(
             *(

@@ -188,7 +188,7 @@ def select_tokens(
         u,
         top_k,
         top_p,
-        (valid, entropy, temperature, greedy),
+        (valid, entropy, temperature),
     )
     return _sorted_walk(step) if sorts(values) else _histogram_walk(step)
 
@@ -202,7 +202,7 @@ def sorts(values: torch.Tensor) -> bool:
 class _Step:
     """What both walks start from: the rows, their maxima and (safe) temperatures,
     the rows' u, top-k and top-p, and what the ``Selection`` carries unchanged
-    (valid, entropy, temperature as given, greedy)."""
+    (valid, entropy, temperature as given)."""
 
     values: torch.Tensor
     row_max: torch.Tensor
@@ -212,7 +212,7 @@ class _Step:
     u: torch.Tensor
     top_k: torch.Tensor | None
     top_p: torch.Tensor | None
-    given: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]
+    given: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
 
     def weights(self, ordered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float64 weights of ``ordered`` (the rows, in whichever order the walk
@@ -264,6 +264,7 @@ def _sorted_walk(step: _Step) -> Selection:
     return Selection(
         order.gather(1, at).squeeze(1),
         *step.given,
+        greedy=step.greedy,
         amount=weight.gather(1, at).squeeze(1),
         mass=mass,
         weight=weight,
@@ -307,6 +308,7 @@ def _histogram_walk(step: _Step) -> Selection:
     return Selection(
         token_id,
         *step.given,
+        greedy=step.greedy,
         amount=amount,
         mass=mass,
         weight=weight,
