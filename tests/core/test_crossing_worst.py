@@ -52,11 +52,13 @@ class Passes(TorchDispatchMode):
 def walk_over(values: torch.Tensor) -> DescendingWalk:
     buffers: dict[str, torch.Tensor] = {}
 
-    def buffer(name: str, dtype: torch.dtype) -> torch.Tensor:
-        return buffers.setdefault(name, torch.empty(values.shape, dtype=dtype))
+    def buffer(name: str, dtype: torch.dtype, width: int) -> torch.Tensor:
+        return buffers.setdefault(name, torch.empty((values.shape[0], width), dtype=dtype))
 
+    rows = values.shape[0]
     log_weight = (values - values.amax(dim=-1, keepdim=True)).float()
-    return DescendingWalk(values, log_weight, torch.full((values.shape[0],), -1e9).double(), buffer)
+    floor = torch.full((rows,), -1e9).double()
+    return DescendingWalk(values, log_weight, floor, torch.ones(rows, dtype=torch.bool), buffer)
 
 
 def weights(walk: DescendingWalk) -> Histogram:

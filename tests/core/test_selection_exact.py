@@ -86,8 +86,10 @@ def check(
     top_k: np.ndarray,
     top_p: np.ndarray,
     tally: Tally,
+    invalid: frozenset[int] = frozenset(),
 ) -> None:
-    """Run one batch through ``select_tokens`` and hold every row to the reference."""
+    """Run one batch through ``select_tokens`` and hold every row to the reference;
+    the ``invalid`` rows (no distribution to draw from) only have to be flagged."""
     result = select_tokens(
         logits,
         torch.from_numpy(u),
@@ -95,10 +97,11 @@ def check(
         torch.from_numpy(top_k),
         torch.from_numpy(top_p),
     )
-    assert result.valid.all()
+    rows = range(logits.shape[0])
+    assert result.valid.tolist() == [row not in invalid for row in rows]
     rank = result.ranks(logits)[0].tolist()
     values = logits.double().numpy()
-    for row in range(logits.shape[0]):
+    for row in (row for row in rows if row not in invalid):
         ref = reference(values[row], temperature[row], int(top_k[row]), top_p[row])
         token = int(result.token_id[row])
         context = (row, u[row], temperature[row], top_k[row], top_p[row], logits.dtype)
@@ -181,6 +184,22 @@ def test_random_and_adversarial_rows_match_the_float64_reference(dtype, path):
         check(logits, u, temperature, top_k, top_p, tally)
     assert tally.rows == 64 * 5 + 24
     assert tally.compared > tally.rows * 0.8
+
+
+def test_rows_without_a_distribution_are_flagged_and_leave_the_others_exact(path):
+    # NaN or +inf anywhere, or nothing above -inf: such rows cannot be sampled, and
+    # (on the histogram walk) their tokens are binned without checking each for NaN.
+    generator = np.random.default_rng(31)
+    tally = Tally()
+    for vocab in (1000, 5000):
+        logits = torch.from_numpy(random_rows(generator, 8, vocab)).float()
+        logits[1, 17] = float("nan")
+        logits[3] = float("-inf")
+        logits[5, vocab - 1] = float("inf")
+        logits[6] = float("nan")
+        u, temperature, top_k, top_p = random_options(generator, 8, vocab)
+        check(logits, u, temperature, top_k, top_p, tally, invalid=frozenset({1, 3, 5, 6}))
+    assert tally.rows == 8
 
 
 def test_u_just_outside_every_reference_boundary_picks_the_reference_token(path):

@@ -74,21 +74,41 @@ class DescendingWalk:
         values: torch.Tensor,
         log_weight: torch.Tensor,
         floor: torch.Tensor,
-        buffer: Callable[[str, torch.dtype], torch.Tensor],
+        valid: torch.Tensor,
+        buffer: Callable[[str, torch.dtype, int], torch.Tensor],
     ) -> None:
         import torch
 
         self.values, self.floor, self.buffer = values, floor, buffer
-        bins = buffer("bins", torch.int64)
-        count = min(max(values.shape[-1] // TOKENS_PER_BIN, 1), MAX_BINS)
-        # NaN (rows flagged invalid) and -inf land in the last bin.
+        self.width = values.shape[-1]
+        bins = self.scratch("bins", torch.int64)
+        count = min(max(self.width // TOKENS_PER_BIN, 1), MAX_BINS)
         torch.mul(log_weight, -count / LOG_WEIGHT_SPAN, out=log_weight)
-        log_weight.nan_to_num_(nan=count - 1).clamp_(min=0, max=count - 1)
+        # Only rows flagged invalid can hold NaN: they go to the last bin whole,
+        # rather than every token of the batch being checked for NaN.
+        log_weight.index_fill_(0, valid.logical_not().nonzero().squeeze(1), count - 1)
+        # -inf (masked tokens) lands in the last bin too.
+        log_weight.clamp_(min=0, max=count - 1)
         bins.copy_(log_weight)
         self.coarse = _Bins(self, "bins", count)
         # The latest refinement and tie count, kept for the step's next crossing.
         self._refined: tuple[torch.Tensor, torch.Tensor, _Bins] | None = None
         self._tied: tuple[torch.Tensor, _Occurrences] | None = None
+
+    def scratch(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """The walk's buffer ``name``, the shape of the rows."""
+        return self.buffer(name, dtype, self.width)
+
+    def flags(self, name: str) -> _Occurrences:
+        """A boolean buffer for the rows, padded with False to whole blocks; fill its
+        ``table``, then ask where its true entries are."""
+        import torch
+
+        block = _Occurrences.BLOCK
+        padded = self.buffer(name, torch.bool, -(-self.width // block) * block)
+        if padded.shape[1] > self.width:
+            padded[:, self.width :] = False
+        return _Occurrences(padded, self.width)
 
     def histogram(self, quantity: torch.Tensor) -> Histogram:
         return Histogram(self, quantity)
@@ -117,10 +137,10 @@ class DescendingWalk:
         step = (top - torch.nextafter(top, torch.full_like(top, float("-inf")))).double()
         scale = torch.where(span > 0, (FINE_BINS - 1) / span, 2 / step)
         scale = scale.nan_to_num(0.0, posinf=0.0).clamp(max=torch.finfo(values.dtype).max / 4)
-        position = torch.sub(top[:, None], values, out=self.buffer("position", values.dtype))
+        position = torch.sub(top[:, None], values, out=self.scratch("position", values.dtype))
         position.mul_(scale.to(values.dtype)[:, None]).add_(1)
         position.nan_to_num_(nan=0.0).clamp_(min=0, max=FINE_BINS + 1)
-        self.buffer("fine_bins", torch.int64).copy_(position)
+        self.scratch("fine_bins", torch.int64).copy_(position)
         self._refined = (*wanted, _Bins(self, "fine_bins", FINE_BINS + 2))
         return self._refined[2]
 
@@ -133,12 +153,10 @@ class DescendingWalk:
             (self._tied[0] == value).logical_or_(self._tied[0].isnan() & value.isnan()).all()
         ):
             return self._tied[1]
-        values = self.values
-        tied = torch.eq(
-            values, value.to(values.dtype)[:, None], out=self.buffer("tied", torch.bool)
-        )
-        self._tied = value, _Occurrences(tied)
-        return self._tied[1]
+        tied = self.flags("tied")
+        torch.eq(self.values, value.to(self.values.dtype)[:, None], out=tied.table)
+        self._tied = value, tied
+        return tied
 
 
 class _Bins:
@@ -149,7 +167,7 @@ class _Bins:
         import torch
 
         self.walk, self.name, self.count = walk, name, count
-        self.index = walk.buffer(name, torch.int64)
+        self.index = walk.scratch(name, torch.int64)
         #: Partial sums per bin, decided at the first histogram.
         self._lanes: int | None = None
         self._extremes: dict[str, torch.Tensor] = {}
@@ -191,8 +209,9 @@ class _Bins:
         """Which tokens are in each row's ``bin_index`` bin."""
         import torch
 
-        in_bin = self.walk.buffer("in_bin", torch.bool)
-        return _Occurrences(torch.eq(self.index, bin_index[:, None], out=in_bin))
+        in_bin = self.walk.flags("in_bin")
+        torch.eq(self.index, bin_index[:, None], out=in_bin.table)
+        return in_bin
 
     def highest(self, bin_index: torch.Tensor) -> torch.Tensor:
         """The highest value in each row's ``bin_index`` bin, as float64."""
@@ -248,7 +267,7 @@ class Histogram:
                 return self._beside_ties(members, tokens, value, before, target, inclusive)
             bins = walk.refine(bins.lowest(bin_index), bins.highest(bin_index))
             located = bins.sums(self.quantity)
-        return self._sorted(members.table, int(tokens.max()), before, target, inclusive)
+        return self._sorted(members, int(tokens.max()), before, target, inclusive)
 
     def _beside_ties(
         self,
@@ -265,7 +284,7 @@ class Histogram:
         width = int((tokens - self.walk.ties(value).total).max())
         if width == 0:
             return self._counted(value, self._tied_amount(value), before, target, inclusive)
-        return self._sorted(members.table, width, before, target, inclusive, tied_at=value)
+        return self._sorted(members, width, before, target, inclusive, tied_at=value)
 
     def _counted(
         self,
@@ -298,7 +317,7 @@ class Histogram:
 
     def _sorted(
         self,
-        in_bin: torch.Tensor,
+        members: _Occurrences,
         width: int,
         before: torch.Tensor,
         target: torch.Tensor,
@@ -316,13 +335,14 @@ class Histogram:
         rows = values.shape[0]
         if tied_at is not None:
             # The tied tokens are all in the bin: what is left are the others.
-            others = self.walk.buffer("others", torch.bool)
-            in_bin = torch.logical_xor(in_bin, self.walk.ties(tied_at).table, out=others)
+            others = self.walk.flags("others")
+            torch.logical_xor(members.padded, self.walk.ties(tied_at).padded, out=others.padded)
+            members = others
             width += 1
         width = max(width, 1)
-        # nonzero lists the tokens row by row in token-id order, the order ties need.
-        row, token = in_bin.nonzero(as_tuple=True)
-        counts = torch.bincount(row, minlength=rows)
+        # Row by row in token-id order, the order ties need.
+        row, token = members.positions()
+        counts = members.total
         column = torch.arange(row.numel(), device=row.device) - (counts.cumsum(0) - counts)[row]
         table = torch.full((rows, width), float("-inf"), dtype=values.dtype, device=values.device)
         table[row, column] = values[row, token]
@@ -399,49 +419,64 @@ class _Located:
 
 
 class _Occurrences:
-    """Where the n-th true entry of each row of a boolean table is, found from
-    counts per block of columns: a running count over whole rows would cost
-    several passes over them, and memory as large as the vocabulary."""
+    """Where the true entries of each row of a boolean table are, found from counts
+    per block of columns: a running count over whole rows would cost several
+    passes over them, and memory as large as the vocabulary."""
 
     #: Columns per block: at most 255, so a block's count is a uint8 sum.
     BLOCK = 128
 
-    def __init__(self, table: torch.Tensor) -> None:
-        self.table = table
+    def __init__(self, padded: torch.Tensor, width: int) -> None:
+        """``padded``: the table in whole blocks, False past ``width`` columns."""
+        self.padded, self.width = padded, width
+
+    @property
+    def table(self) -> torch.Tensor:
+        return self.padded[:, : self.width]
+
+    @cached_property
+    def counts(self) -> torch.Tensor:
+        """True entries per block of each row (uint8)."""
+        import torch
+
+        rows, width = self.padded.shape
+        blocks = self.padded.view(torch.uint8).view(rows, width // self.BLOCK, self.BLOCK)
+        counts: torch.Tensor = blocks.sum(dim=-1, dtype=torch.uint8)
+        return counts
 
     @cached_property
     def cumulative(self) -> torch.Tensor:
         """Running count of true entries over the blocks of each row."""
         import torch
 
-        table = self.table
-        rows, width = table.shape
-        whole = width // self.BLOCK * self.BLOCK
-        counts = []
-        flags = table.view(torch.uint8)
-        if whole:
-            blocks = flags[:, :whole].reshape(rows, -1, self.BLOCK)
-            counts.append(blocks.sum(dim=-1, dtype=torch.uint8))
-        if whole < width:
-            counts.append(flags[:, whole:].sum(dim=-1, keepdim=True, dtype=torch.uint8))
-        cumulative: torch.Tensor = torch.cat(counts, dim=1).cumsum(dim=-1, dtype=torch.int64)
+        cumulative: torch.Tensor = self.counts.cumsum(dim=-1, dtype=torch.int64)
         return cumulative
 
     @property
     def total(self) -> torch.Tensor:
         return self.cumulative[:, -1]
 
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row and column of every true entry, row by row in column order.
+
+        Only the blocks holding any are searched: a crossing bin's few tokens sit in
+        few of them, and a ``nonzero`` over the whole table costs several times the
+        block counts."""
+        rows, width = self.padded.shape
+        row, block = self.counts.nonzero(as_tuple=True)
+        blocks = self.padded.view(rows, width // self.BLOCK, self.BLOCK)[row, block]
+        hit, column = blocks.nonzero(as_tuple=True)
+        return row[hit], block[hit] * self.BLOCK + column
+
     def nth(self, n: torch.Tensor) -> torch.Tensor:
         """The column of each row's ``n``-th true entry (1-based); a column in the
         last block where a row has fewer than ``n``."""
         import torch
 
-        cumulative, width = self.cumulative, self.table.shape[1]
+        cumulative = self.cumulative
         block = torch.searchsorted(cumulative, n[:, None]).clamp(max=cumulative.shape[1] - 1)
         before = torch.where(block > 0, cumulative.gather(1, (block - 1).clamp(min=0)), 0)
-        offsets = torch.arange(self.BLOCK, device=n.device)
-        columns = (block * self.BLOCK + offsets).clamp(max=width - 1)
-        inside = self.table.gather(1, columns) & (block * self.BLOCK + offsets < width)
-        ranks = inside.cumsum(dim=-1)
+        columns = block * self.BLOCK + torch.arange(self.BLOCK, device=n.device)
+        ranks = self.padded.gather(1, columns).cumsum(dim=-1)
         at = torch.searchsorted(ranks, n[:, None] - before).clamp(max=self.BLOCK - 1)
-        return columns.gather(1, at).squeeze(1)
+        return columns.gather(1, at).squeeze(1).clamp(max=self.width - 1)

@@ -103,10 +103,19 @@ class Workspace:
     def __init__(self) -> None:
         self._buffers: dict[str, torch.Tensor] = {}
 
-    def get(self, name: str, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def get(
+        self,
+        name: str,
+        like: torch.Tensor,
+        dtype: torch.dtype | None = None,
+        width: int | None = None,
+    ) -> torch.Tensor:
+        """A ``[rows, width]`` buffer on ``like``'s device, its rows, dtype and width
+        unless given."""
         import torch
 
-        rows, width = like.shape
+        rows = like.shape[0]
+        width = like.shape[1] if width is None else width
         dtype = dtype or like.dtype
         buffer = self._buffers.get(name)
         if (
@@ -282,7 +291,11 @@ def _histogram_walk(step: _Step) -> Selection:
     weight, log_weight = step.weights(values)
     floor = step.row_max.to(torch.float64) + LOWEST_EXPONENT * step.temperature
     walk = DescendingWalk(
-        values, log_weight, floor, lambda name, dtype: workspace.get(name, values, dtype)
+        values,
+        log_weight,
+        floor,
+        step.given[0],
+        lambda name, dtype, width: workspace.get(name, values, dtype, width),
     )
     if step.top_k is not None:
         k_threshold = _top_k_threshold(walk, step.top_k, values.shape[-1])
