@@ -14,7 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from qr_sampler.crossing import DescendingWalk, Histogram
+from qr_sampler.crossing import DescendingWalk, Histogram, count_true
 
 #: Ops that only look at a few entries of a vocabulary-sized tensor, or none.
 NOT_A_PASS = {
@@ -64,6 +64,15 @@ def walk_over(values: torch.Tensor) -> DescendingWalk:
 def weights(walk: DescendingWalk) -> Histogram:
     values = walk.values
     return walk.histogram(torch.exp(values - values.amax(dim=-1, keepdim=True)).double())
+
+
+def test_true_entries_are_counted_per_row_across_block_edges():
+    generator = torch.Generator().manual_seed(5)
+    share = torch.tensor([0.0, 0.01, 0.5, 0.99, 1.0])[:, None]
+    for width in (1, 127, 128, 129, 1000, 1024):
+        table = torch.rand(5, width, generator=generator) < share
+        expected = [int(row.nonzero().numel()) for row in table]
+        assert count_true(table).tolist() == expected, width
 
 
 def test_the_kth_of_tied_tokens_is_the_kth_in_token_id_order_across_block_edges():

@@ -104,7 +104,7 @@ class DescendingWalk:
         ``table``, then ask where its true entries are."""
         import torch
 
-        block = _Occurrences.BLOCK
+        block = BLOCK
         padded = self.buffer(name, torch.bool, -(-self.width // block) * block)
         if padded.shape[1] > self.width:
             padded[:, self.width :] = False
@@ -418,13 +418,40 @@ class _Located:
         return index, self.start.gather(1, index[:, None]).squeeze(1)
 
 
+#: Columns per block of a boolean table's counts: at most 255, so a block's count
+#: is a uint8 sum.
+BLOCK = 128
+
+
+def block_counts(table: torch.Tensor) -> torch.Tensor:
+    """True entries per block of BLOCK columns of each row of a boolean table (uint8;
+    the last block may be partial)."""
+    import torch
+
+    rows, width = table.shape
+    whole = width // BLOCK * BLOCK
+    flags = table.view(torch.uint8)
+    counts = []
+    if whole:
+        counts.append(flags[:, :whole].view(rows, -1, BLOCK).sum(dim=-1, dtype=torch.uint8))
+    if whole < width:
+        counts.append(flags[:, whole:].sum(dim=-1, keepdim=True, dtype=torch.uint8))
+    return torch.cat(counts, dim=1) if len(counts) > 1 else counts[0]
+
+
+def count_true(table: torch.Tensor) -> torch.Tensor:
+    """True entries per row of a boolean table, as int64: through uint8 counts per
+    block: torch sums a boolean row straight into int64 about 100 times slower
+    (30 ms against 0.3 ms for 64 x 151,936 on a CPU)."""
+    import torch
+
+    return block_counts(table).sum(dim=-1, dtype=torch.int64)
+
+
 class _Occurrences:
     """Where the true entries of each row of a boolean table are, found from counts
     per block of columns: a running count over whole rows would cost several
     passes over them, and memory as large as the vocabulary."""
-
-    #: Columns per block: at most 255, so a block's count is a uint8 sum.
-    BLOCK = 128
 
     def __init__(self, padded: torch.Tensor, width: int) -> None:
         """``padded``: the table in whole blocks, False past ``width`` columns."""
@@ -437,12 +464,7 @@ class _Occurrences:
     @cached_property
     def counts(self) -> torch.Tensor:
         """True entries per block of each row (uint8)."""
-        import torch
-
-        rows, width = self.padded.shape
-        blocks = self.padded.view(torch.uint8).view(rows, width // self.BLOCK, self.BLOCK)
-        counts: torch.Tensor = blocks.sum(dim=-1, dtype=torch.uint8)
-        return counts
+        return block_counts(self.padded)
 
     @cached_property
     def cumulative(self) -> torch.Tensor:
@@ -464,9 +486,9 @@ class _Occurrences:
         block counts."""
         rows, width = self.padded.shape
         row, block = self.counts.nonzero(as_tuple=True)
-        blocks = self.padded.view(rows, width // self.BLOCK, self.BLOCK)[row, block]
+        blocks = self.padded.view(rows, width // BLOCK, BLOCK)[row, block]
         hit, column = blocks.nonzero(as_tuple=True)
-        return row[hit], block[hit] * self.BLOCK + column
+        return row[hit], block[hit] * BLOCK + column
 
     def nth(self, n: torch.Tensor) -> torch.Tensor:
         """The column of each row's ``n``-th true entry (1-based); a column in the
@@ -476,7 +498,7 @@ class _Occurrences:
         cumulative = self.cumulative
         block = torch.searchsorted(cumulative, n[:, None]).clamp(max=cumulative.shape[1] - 1)
         before = torch.where(block > 0, cumulative.gather(1, (block - 1).clamp(min=0)), 0)
-        columns = block * self.BLOCK + torch.arange(self.BLOCK, device=n.device)
+        columns = block * BLOCK + torch.arange(BLOCK, device=n.device)
         ranks = self.padded.gather(1, columns).cumsum(dim=-1)
-        at = torch.searchsorted(ranks, n[:, None] - before).clamp(max=self.BLOCK - 1)
+        at = torch.searchsorted(ranks, n[:, None] - before).clamp(max=BLOCK - 1)
         return columns.gather(1, at).squeeze(1).clamp(max=self.width - 1)
