@@ -147,6 +147,15 @@ class DescendingWalk:
         self._refined = (*wanted, _Bins(self, "fine_bins", FINE_BINS + 2))
         return self._refined[2]
 
+    def rank(self, token_id: torch.Tensor) -> torch.Tensor:
+        """How many tokens come before each row's ``token_id`` in the walk's order:
+        those of a higher value, and those of its value with a lower token id."""
+        import torch
+
+        value = self.values.gather(1, token_id[:, None])
+        higher = torch.gt(self.values, value, out=self.scratch("higher", torch.bool))
+        return count_true(higher) + self.ties(value.squeeze(1)).before(token_id)
+
     def ties(self, value: torch.Tensor) -> _Occurrences:
         """Where the tokens equal to each row's ``value`` are."""
         import torch
@@ -492,6 +501,17 @@ class _Occurrences:
         blocks = self.padded.view(rows, width // BLOCK, BLOCK)[row, block]
         hit, column = blocks.nonzero(as_tuple=True)
         return row[hit], block[hit] * BLOCK + column
+
+    def before(self, column: torch.Tensor) -> torch.Tensor:
+        """How many true entries each row has left of its ``column``."""
+        import torch
+
+        block = column // BLOCK
+        earlier = self.cumulative.gather(1, (block - 1).clamp(min=0)[:, None]).squeeze(1)
+        offsets = torch.arange(BLOCK, device=column.device)
+        inside = self.padded.gather(1, block[:, None] * BLOCK + offsets)
+        inside &= offsets < (column % BLOCK)[:, None]
+        return torch.where(block > 0, earlier, 0) + count_true(inside)
 
     def nth(self, n: torch.Tensor) -> torch.Tensor:
         """The column of each row's ``n``-th true entry (1-based); a column in the

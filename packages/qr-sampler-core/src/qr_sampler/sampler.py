@@ -201,7 +201,7 @@ class QRSampler:
             workspace=self.workspace,
         )
         # Ranks are read from the logits as they were, so before forcing.
-        results = HostCopy(self._per_row_results(selection, logits)) if wanted else None
+        results = HostCopy(self._per_row_results(selection)) if wanted else None
         active_rows = columns["active"].bool()
         force_tokens(logits, active_rows & selection.valid, selection.token_id)
         self.unsampled.add(active_rows & ~selection.valid)
@@ -262,12 +262,12 @@ class QRSampler:
         return temperature
 
     @staticmethod
-    def _per_row_results(selection: Selection, logits: torch.Tensor) -> torch.Tensor:
+    def _per_row_results(selection: Selection) -> torch.Tensor:
         """The per-row results records need, as one small tensor; never the logits."""
         import torch
 
         assert selection.entropy is not None
-        rank, candidates = selection.ranks(logits)
+        rank, candidates = selection.ranks()
         columns = (selection.token_id, rank, selection.prob, candidates, selection.temperature)
         return torch.stack([c.double() for c in (*columns, selection.entropy, selection.valid)])
 

@@ -60,6 +60,8 @@ class Selection:
     nucleus_cut: torch.Tensor | None = None
     #: The sorted walk's own (token's place in the sorted row, candidates).
     placed: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: The histogram walk's count of the tokens before a token in its order.
+    rank_of: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def prob(self) -> torch.Tensor:
@@ -68,32 +70,24 @@ class Selection:
 
         return torch.where(self.greedy, 1.0, self.amount / self.mass)
 
-    def ranks(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def ranks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """0-based rank of each chosen token in descending order, and how many
         tokens had non-zero probability. After a histogram walk this costs a few
-        passes over the logits: for records only."""
+        passes over the logits, which must not have been forced yet: for records
+        only."""
         import torch
 
         if self.placed is not None:
             rank, candidates = self.placed
         else:
-            rank = descending_rank(logits, self.token_id)
+            assert self.rank_of is not None
+            rank = self.rank_of(self.token_id)
             candidates = count_true(self.weight > 0)
             if self.nucleus_end is not None and self.nucleus_cut is not None:
-                in_nucleus = descending_rank(logits, self.nucleus_end) + 1
+                in_nucleus = self.rank_of(self.nucleus_end) + 1
                 candidates = torch.where(self.nucleus_cut, in_nucleus, candidates)
         greedy = self.greedy
         return torch.where(greedy, 0, rank), torch.where(greedy, 1, candidates)
-
-
-def descending_rank(logits: torch.Tensor, token_id: torch.Tensor) -> torch.Tensor:
-    """How many tokens come before ``token_id`` in (value desc, token id asc) order."""
-    import torch
-
-    value = logits.gather(1, token_id[:, None])
-    ids = torch.arange(logits.shape[-1], device=logits.device)
-    before = (logits > value) | ((logits == value) & (ids[None, :] < token_id[:, None]))
-    return count_true(before)
 
 
 class Workspace:
@@ -330,6 +324,7 @@ def _histogram_walk(step: _Step) -> Selection:
         weight=weight,
         nucleus_end=end_token,
         nucleus_cut=cut,
+        rank_of=walk.rank,
     )
 
 
