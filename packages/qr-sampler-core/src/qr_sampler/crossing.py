@@ -104,8 +104,7 @@ class DescendingWalk:
         ``table``, then ask where its true entries are."""
         import torch
 
-        block = BLOCK
-        padded = self.buffer(name, torch.bool, -(-self.width // block) * block)
+        padded = self.buffer(name, torch.bool, -(-self.width // BLOCK) * BLOCK)
         if padded.shape[1] > self.width:
             padded[:, self.width :] = False
         return _Occurrences(padded, self.width)
