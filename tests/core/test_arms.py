@@ -37,21 +37,6 @@ class StuckSource(EntropySource):
 def register_entropy_sources(register):
     register("{name}", StuckSource)
 """
-DOWN_PLUGIN = """
-from qr_sampler import EntropySource, EntropyUnavailableError, hookimpl
-
-
-class DownSource(EntropySource):
-    name = "down"
-
-    def get_random_bytes(self, n):
-        raise EntropyUnavailableError("device unplugged")
-
-
-@hookimpl
-def register_entropy_sources(register):
-    register("down", DownSource)
-"""
 
 
 def arm_sampler(tmp_path: Path, **settings: object) -> QRSampler:
@@ -282,7 +267,7 @@ def test_an_honest_two_arm_run_verifies_against_its_archive(
 def test_strict_mode_ends_only_the_requests_of_the_arm_whose_source_is_down(
     tmp_path: Path, install_plugin: InstallPlugin, caplog: pytest.LogCaptureFixture
 ) -> None:
-    install_plugin("down", code=DOWN_PLUGIN)
+    install_plugin("down", "unavailable")
     archive = tmp_path / "bytes.bin"
     sampler = arm_sampler(
         tmp_path,
@@ -312,7 +297,7 @@ def test_strict_mode_ends_only_the_requests_of_the_arm_whose_source_is_down(
         (2, "device", "none"),
     ]
     assert [r["end_reason"] is not None for r in records] == [True, False, True]
-    assert "device unplugged" in str(records[0]["end_reason"])
+    assert "connection refused by 10.0.0.9:50051" in str(records[0]["end_reason"])
     assert records[1]["token_id"] == forced[1]
     assert records[1]["u"] is not None
     # Only the control arm's bytes were drawn and archived, and they check out.
