@@ -274,8 +274,9 @@ class Histogram:
             # taken to have it.
             middle = walk.values.gather(1, members.nth((tokens + 1) // 2)[:, None]).squeeze(1)
             value = torch.where(crowded, middle, float("nan"))
-            if bool((walk.ties(value).total >= tokens - SORT_LIMIT).all()):
-                return self._beside_ties(members, tokens, value, before, target, inclusive)
+            tied = walk.ties(value)
+            if bool((tied.total >= tokens - SORT_LIMIT).all()):
+                return self._beside_ties(members, tokens, (value, tied), before, target, inclusive)
             bins = walk.refine(bins.lowest(bin_index), bins.highest(bin_index))
             located = bins.sums(self.quantity)
         return self._sorted(members, int(tokens.max()), before, target, inclusive)
@@ -284,33 +285,32 @@ class Histogram:
         self,
         members: _Occurrences,
         tokens: torch.Tensor,
-        value: torch.Tensor,
+        ties: tuple[torch.Tensor, _Occurrences],
         before: torch.Tensor,
         target: torch.Tensor,
         inclusive: bool,
     ) -> Crossing:
-        """The crossing in bins that hold the tokens at ``value`` (NaN: none) and at
-        most SORT_LIMIT others: the tokens at ``value`` enter the sort as one entry
-        and are counted off."""
-        width = int((tokens - self.walk.ties(value).total).max())
+        """The crossing in bins that hold the tokens tied at a value (``ties``: the
+        value, NaN for none, and where those tokens are) and at most SORT_LIMIT
+        others: the tied tokens enter the sort as one entry and are counted off."""
+        tied = ties[1]
+        width = int((tokens - tied.total).max())
         if width == 0:
-            return self._counted(value, self._tied_amount(value), before, target, inclusive)
-        return self._sorted(members, width, before, target, inclusive, tied_at=value)
+            return self._counted(tied, self._tied_amount(tied), before, target, inclusive)
+        return self._sorted(members, width, before, target, inclusive, ties=ties)
 
     def _counted(
         self,
-        value: torch.Tensor,
+        tied: _Occurrences,
         amount: torch.Tensor,
         before: torch.Tensor,
         target: torch.Tensor,
         inclusive: bool,
     ) -> Crossing:
-        """Among the tokens equal to ``value`` (each of quantity ``amount``), the one
-        where the sum crosses: the n-th of them in token-id order, n from the
-        arithmetic."""
+        """Among the ``tied`` tokens (each of quantity ``amount``), the one where the
+        sum crosses: the n-th of them in token-id order, n from the arithmetic."""
         import torch
 
-        tied = self.walk.ties(value)
         share = (target - before) / amount
         whole = share.ceil() - 1 if inclusive else share.floor()
         limit = (tied.total - 1).clamp(min=0).to(share.dtype)
@@ -318,11 +318,10 @@ class Histogram:
         token = tied.nth(index + 1)
         return Crossing(token, amount, before + (index + 1).to(share.dtype) * amount)
 
-    def _tied_amount(self, value: torch.Tensor) -> torch.Tensor:
-        """The quantity of one token equal to ``value`` (all such tokens share it)."""
+    def _tied_amount(self, tied: _Occurrences) -> torch.Tensor:
+        """The quantity of one of the ``tied`` tokens (they all share it)."""
         import torch
 
-        tied = self.walk.ties(value)
         first = tied.nth(torch.ones_like(tied.total))
         return self.quantity.gather(1, first[:, None]).squeeze(1)
 
@@ -333,21 +332,21 @@ class Histogram:
         before: torch.Tensor,
         target: torch.Tensor,
         inclusive: bool,
-        tied_at: torch.Tensor | None = None,
+        ties: tuple[torch.Tensor, _Occurrences] | None = None,
     ) -> Crossing:
         """Compact the bin's tokens into a ``[rows, width]`` table and sort it.
 
-        With ``tied_at``, the tokens at that value (all in the bin) are left out and
-        one entry for all of them takes the column after the row's others; where
-        the sum crosses in that entry, the tokens are counted off."""
+        With ``ties`` (a value and where the tokens at it are, all in the bin), those
+        tokens are left out and one entry for all of them takes the column after
+        the row's others; where the sum crosses in that entry, they are counted off."""
         import torch
 
         values, quantity = self.walk.values, self.quantity
         rows = values.shape[0]
-        if tied_at is not None:
+        if ties is not None:
             # The tied tokens are all in the bin: what is left are the others.
             others = self.walk.flags("others")
-            torch.logical_xor(members.padded, self.walk.ties(tied_at).padded, out=others.padded)
+            torch.logical_xor(members.padded, ties[1].padded, out=others.padded)
             members = others
             width += 1
         width = max(width, 1)
@@ -361,10 +360,11 @@ class Histogram:
         ids[row, column] = token
         amounts = torch.zeros((rows, width), dtype=quantity.dtype, device=values.device)
         amounts[row, column] = quantity[row, token]
-        if tied_at is not None:
+        if ties is not None:
             # A token id of -1 marks the entry (nothing else is -1); rows without
             # tied tokens get padding there.
-            total, each = self.walk.ties(tied_at).total, self._tied_amount(tied_at)
+            tied_at, tied = ties
+            total, each = tied.total, self._tied_amount(tied)
             present = total > 0
             entry = torch.where(present, tied_at.to(values.dtype), float("-inf"))
             table.scatter_(1, counts[:, None], entry[:, None])
@@ -383,12 +383,12 @@ class Histogram:
             amounts.gather(1, position).squeeze(1),
             through.gather(1, position).squeeze(1),
         )
-        if tied_at is None:
+        if ties is None:
             return found
         earlier = torch.where(
             position > 0, through.gather(1, (position - 1).clamp(min=0)), before[:, None]
         ).squeeze(1)
-        counted = self._counted(tied_at, each, earlier, target, inclusive)
+        counted = self._counted(ties[1], each, earlier, target, inclusive)
         at_ties = found.token_id < 0
         return Crossing(
             *(
@@ -505,12 +505,17 @@ class _Occurrences:
         """How many true entries each row has left of its ``column``."""
         import torch
 
-        block = column // BLOCK
-        earlier = self.cumulative.gather(1, (block - 1).clamp(min=0)[:, None]).squeeze(1)
+        block = (column // BLOCK)[:, None]
         offsets = torch.arange(BLOCK, device=column.device)
-        inside = self.padded.gather(1, block[:, None] * BLOCK + offsets)
+        inside = self.padded.gather(1, block * BLOCK + offsets)
         inside &= offsets < (column % BLOCK)[:, None]
-        return torch.where(block > 0, earlier, 0) + count_true(inside)
+        return self._before_block(block).squeeze(1) + count_true(inside)
+
+    def _before_block(self, block: torch.Tensor) -> torch.Tensor:
+        """True entries in the blocks before each row's ``block`` (``[rows, 1]``)."""
+        import torch
+
+        return torch.where(block > 0, self.cumulative.gather(1, (block - 1).clamp(min=0)), 0)
 
     def nth(self, n: torch.Tensor) -> torch.Tensor:
         """The column of each row's ``n``-th true entry (1-based); a column in the
@@ -519,7 +524,7 @@ class _Occurrences:
 
         cumulative = self.cumulative
         block = torch.searchsorted(cumulative, n[:, None]).clamp(max=cumulative.shape[1] - 1)
-        before = torch.where(block > 0, cumulative.gather(1, (block - 1).clamp(min=0)), 0)
+        before = self._before_block(block)
         columns = block * BLOCK + torch.arange(BLOCK, device=n.device)
         ranks = self.padded.gather(1, columns).cumsum(dim=-1)
         at = torch.searchsorted(ranks, n[:, None] - before).clamp(max=BLOCK - 1)
