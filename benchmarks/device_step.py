@@ -23,7 +23,7 @@ from common import summary, time_pairs_ms, write_results
 from torch.profiler import ProfilerActivity, profile
 
 from qr_sampler import QRSamplerConfig
-from qr_sampler.sampler import QRSampler
+from qr_sampler.sampling.sampler import QRSampler
 
 VOCAB = 151_936
 

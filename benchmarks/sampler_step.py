@@ -30,7 +30,7 @@ from vllm.v1.sample.logits_processor import BatchUpdateBuilder, LogitsProcessors
 from vllm.v1.sample.metadata import SamplingMetadata
 from vllm.v1.sample.sampler import Sampler
 
-from qr_sampler.vllm import QRSamplerLogitsProcessor
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 
 # vLLM's CUDA wheel on a machine without a GPU claims pinned memory; say no.
 type(current_platform).is_pin_memory_available = classmethod(lambda cls: False)

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from qr_sampler.cli.main import main as qr_sampler
-from qr_sampler.environment import PREFIX, read_env_file, secret_variables
-from qr_sampler.plugins import get_registry
-from qr_sampler.profiles import DEFAULT_DEPLOYMENTS, Profile, find_profile
+from qr_sampler.plugins.known_variables import PREFIX, read_env_file, secret_variables
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.profiles.catalog import DEFAULT_DEPLOYMENTS, Profile, find_profile
 
 REPO = Path(__file__).resolve().parent.parent
 HEADER = "# Written by docker/bake_profile.py at build time; secrets are passed at run time.\n"

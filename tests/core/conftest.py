@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qr_sampler.plugins import get_registry
+from qr_sampler.plugins.registry import get_registry
 
 # A plugin module that provides one entropy source; ``{name}`` is its entry point name.
 SOURCE_PLUGIN = """

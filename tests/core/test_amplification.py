@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from qr_sampler.amplification import ZScoreMeanAmplifier, normal_cdf, row_sums
-from qr_sampler.config import DISCRETE_UNIFORM_BYTE_STD
+from qr_sampler.entropy.amplification import ZScoreMeanAmplifier, normal_cdf, row_sums
 from qr_sampler.entropy.system import SystemEntropySource
+from qr_sampler.settings.config import DISCRETE_UNIFORM_BYTE_STD
 
 N = 20480
 

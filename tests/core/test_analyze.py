@@ -17,8 +17,8 @@ from scipy import stats
 from qr_sampler.analysis import statistics
 from qr_sampler.analysis.collect import collect
 from qr_sampler.cli.main import main
-from qr_sampler.config import QRSamplerConfig
-from qr_sampler.sampler import QRSampler
+from qr_sampler.sampling.sampler import QRSampler
+from qr_sampler.settings.config import QRSamplerConfig
 
 N = 20_000  # tokens per group
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from test_prng import documented_stream
 
-from qr_sampler.amplification import ZScoreMeanAmplifier
-from qr_sampler.config import QRSamplerConfig
+from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
 from qr_sampler.errors import ConfigValidationError
-from qr_sampler.provenance import sha256_hex
-from qr_sampler.sampler import QRSampler
-from qr_sampler.verify import verify
+from qr_sampler.records.provenance import sha256_hex
+from qr_sampler.records.verify import verify
+from qr_sampler.sampling.sampler import QRSampler
+from qr_sampler.settings.config import QRSamplerConfig
 
 InstallPlugin = Callable[..., Path]
 COUNT = 256

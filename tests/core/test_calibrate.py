@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qr_sampler.calibration import u_ks_distance
 from qr_sampler.cli.main import main
+from qr_sampler.experiments.calibration import u_ks_distance
 
 InstallPlugin = Callable[..., Path]
 BIASED_PLUGIN = """

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from qr_sampler.cli.main import main
-from qr_sampler.config import QRSamplerConfig
 from qr_sampler.errors import ConfigValidationError
+from qr_sampler.settings.config import QRSamplerConfig
 
 InstallPlugin = Callable[..., Path]
 

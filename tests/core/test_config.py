@@ -11,9 +11,9 @@ from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from qr_sampler import ConfigValidationError, QRSamplerConfig, QRSettings, SamplingOptions
-from qr_sampler.config import check_registered, resolve_options
-from qr_sampler.plugins import get_registry
-from qr_sampler.settings import mask_secret
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.settings.base import mask_secret
+from qr_sampler.settings.config import check_registered, resolve_options
 
 
 def resolve(extra_args: dict[str, Any] | None, defaults: SamplingOptions | None = None):

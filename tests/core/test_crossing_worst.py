@@ -14,7 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from qr_sampler.crossing import DescendingWalk, Histogram, count_true
+from qr_sampler.sampling.ops.crossing import DescendingWalk, Histogram, count_true
 
 #: Ops that only look at a few entries of a vocabulary-sized tensor, or none.
 NOT_A_PASS = {

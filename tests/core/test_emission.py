@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from qr_sampler import SamplingOptions
-from qr_sampler.emission import EmissionGate
-from qr_sampler.records import RecordSink, StepRecords, TokenRecord
+from qr_sampler.engine.emission import EmissionGate
+from qr_sampler.records.sink import RecordSink, StepRecords
+from qr_sampler.records.token_record import TokenRecord
 
 
 def record(row: int, token_id: int, position: int) -> TokenRecord:

@@ -19,7 +19,7 @@ from qr_sampler import (
     SystemEntropySource,
 )
 from qr_sampler.entropy.factory import build_entropy_source
-from qr_sampler.plugins import load_registry
+from qr_sampler.plugins.registry import load_registry
 
 InstallPlugin = Callable[..., Path]
 FALLBACK_LOGGER = "qr_sampler.entropy.fallback"

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from scipy.stats import binom
 
 from qr_sampler import EntropySource, FallbackEntropySource
-from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.base import check_byte_count
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.health import (
@@ -25,6 +24,7 @@ from qr_sampler.entropy.health import (
 )
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.errors import EntropyUnavailableError, HealthTestError
+from qr_sampler.settings.config import QRSamplerConfig
 
 
 class StuckSource(EntropySource):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from qr_sampler import PluginError, SystemEntropySource
-from qr_sampler.amplification import ZScoreMeanAmplifier
-from qr_sampler.plugins import Provider, get_registry, load_registry
-from qr_sampler.temperature import EntropyDependentTemperature, FixedTemperature
+from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
+from qr_sampler.plugins.registry import Provider, get_registry, load_registry
+from qr_sampler.sampling.temperature import EntropyDependentTemperature, FixedTemperature
 
 InstallPlugin = Callable[..., Path]
 
@@ -38,7 +38,7 @@ def register_entropy_sources(register):
 
 RAISING_HOOK_PLUGIN = """
 from qr_sampler import hookimpl
-from qr_sampler.temperature import FixedTemperature
+from qr_sampler.sampling.temperature import FixedTemperature
 
 
 @hookimpl
@@ -53,7 +53,7 @@ def register_temperature_strategies(register):
 
 OBJECT_PLUGIN = """
 from qr_sampler import hookimpl
-from qr_sampler.temperature import FixedTemperature
+from qr_sampler.sampling.temperature import FixedTemperature
 
 
 class Plugin:
@@ -120,7 +120,7 @@ def test_plugin_that_fails_to_import_is_reported_and_skipped(
 ) -> None:
     install_plugin("broken", "broken", distribution="qr-source-broken", version="0.3.1")
     install_plugin("acme", "source")
-    with caplog.at_level(logging.WARNING, logger="qr_sampler.plugins"):
+    with caplog.at_level(logging.WARNING, logger="qr_sampler.plugins.registry"):
         registry = load_registry()
     (failure,) = registry.failures
     assert failure.plugin == "broken"
@@ -217,7 +217,7 @@ def test_a_raising_hook_is_reported_not_fatal(
     install_plugin: InstallPlugin, caplog: pytest.LogCaptureFixture
 ) -> None:
     install_plugin("flaky", code=RAISING_HOOK_PLUGIN, distribution="qr-flaky", version="1.0")
-    with caplog.at_level(logging.WARNING, logger="qr_sampler.plugins"):
+    with caplog.at_level(logging.WARNING, logger="qr_sampler.plugins.registry"):
         registry = load_registry()
     (failure,) = registry.failures
     assert (failure.plugin, failure.distribution, failure.version) == ("flaky", "qr-flaky", "1.0")

@@ -11,7 +11,7 @@ import pytest
 from qr_sampler import EntropySource
 from qr_sampler.entropy.prng import PRNGEntropySource, PRNGSettings
 from qr_sampler.errors import ConfigValidationError
-from qr_sampler.plugins import get_registry
+from qr_sampler.plugins.registry import get_registry
 from qr_sampler.testing import EntropySourceConformance
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from qr_sampler.cli.main import main
-from qr_sampler.config import QRSamplerConfig
-from qr_sampler.environment import known_variables, secret_variables
-from qr_sampler.plugins import get_registry
-from qr_sampler.profile_check import git_exposure
-from qr_sampler.profiles import Profile, provided_sources
+from qr_sampler.plugins.known_variables import known_variables, secret_variables
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.profiles.catalog import Profile, provided_sources
+from qr_sampler.profiles.check import git_exposure
+from qr_sampler.settings.config import QRSamplerConfig
 
 InstallPlugin = Callable[..., Path]
 REAL_KEY = "sk-live-7f3a9c0e2b4d6f81xyzw"

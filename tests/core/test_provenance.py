@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from qr_sampler.cli.main import main
-from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.entropy.replay import ReplayEntropySource, ReplaySettings
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
-from qr_sampler.provenance import Origin, RequestIds, sha256_hex
-from qr_sampler.records import ended_record
-from qr_sampler.sampler import QRSampler
+from qr_sampler.records.provenance import Origin, RequestIds, sha256_hex
+from qr_sampler.records.token_record import ended_record
+from qr_sampler.records.verify import verify
+from qr_sampler.sampling.sampler import QRSampler
+from qr_sampler.settings.config import QRSamplerConfig
 from qr_sampler.testing import EntropySourceConformance
-from qr_sampler.verify import verify
 
 VOCAB = 300
 STEPS = 6
@@ -204,7 +204,7 @@ def test_verify_without_bytes_skips_amplifiers_that_need_them(honest, install_pl
         "opaque",
         code="""
         from qr_sampler import hookimpl
-        from qr_sampler.amplification import ZScoreMeanAmplifier
+        from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
 
         class Opaque:
             def amplify(self, data, offsets, counts, params):

@@ -24,9 +24,10 @@ import torch
 from test_sampler import forced, make_sampler
 
 from qr_sampler.cli.main import main
-from qr_sampler.record_file import LogPathError, check_log_path
-from qr_sampler.records import StepRecords, TokenRecord
-from qr_sampler.sampler import QRSampler
+from qr_sampler.records.record_file import LogPathError, check_log_path
+from qr_sampler.records.sink import StepRecords
+from qr_sampler.records.token_record import TokenRecord
+from qr_sampler.sampling.sampler import QRSampler
 
 DEV_FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="no /dev/full here")
@@ -210,8 +211,8 @@ FILE_SIZE_LIMITED = textwrap.dedent(
     """
     import json, sys
     import numpy as np, torch
-    from qr_sampler.config import QRSamplerConfig
-    from qr_sampler.sampler import QRSampler
+    from qr_sampler.settings.config import QRSamplerConfig
+    from qr_sampler.sampling.sampler import QRSampler
 
     config = QRSamplerConfig.load(env_file="/dev/null", log_path=sys.argv[1])
     sampler = QRSampler(config=config)

@@ -13,11 +13,12 @@ import torch
 from test_selection import reference_token
 from torch.overrides import TorchFunctionMode
 
-from qr_sampler import EntropySource, EntropyUnavailableError, FallbackEntropySource, selection
-from qr_sampler.amplification import ZScoreMeanAmplifier
-from qr_sampler.config import QRSamplerConfig
+from qr_sampler import EntropySource, EntropyUnavailableError, FallbackEntropySource
+from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
 from qr_sampler.entropy.system import SystemEntropySource
-from qr_sampler.sampler import QRSampler
+from qr_sampler.sampling import selection
+from qr_sampler.sampling.sampler import QRSampler
+from qr_sampler.settings.config import QRSamplerConfig
 
 INF = float("inf")
 RECORD_KEYS = {
@@ -187,7 +188,7 @@ def test_strict_mode_with_an_end_token_ends_the_rows_instead_of_raising(tmp_path
     logits = torch.randn(2, 30)
     logits[0, 7] = float("nan")  # an ended row is forced whatever it holds
     bypassed = logits[1].clone()
-    with caplog.at_level(logging.ERROR, logger="qr_sampler.sampler"):
+    with caplog.at_level(logging.ERROR, logger="qr_sampler.sampling.sampler"):
         sampler.sample(logits, np.arange(2))
     assert forced(logits[:1]) == [2]
     assert torch.equal(logits[1], bypassed)

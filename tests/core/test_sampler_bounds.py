@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qr_sampler import EntropySource, FallbackEntropySource
-from qr_sampler.config import PER_REQUEST_FIELDS, QRSamplerConfig
 from qr_sampler.errors import ConfigValidationError
-from qr_sampler.sampler import QRSampler
+from qr_sampler.sampling.sampler import QRSampler
+from qr_sampler.settings.config import PER_REQUEST_FIELDS, QRSamplerConfig
 
 INF = float("inf")
 NUMERIC_RECORD_FIELDS = (

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from qr_sampler import crossing, selection
-from qr_sampler.selection import TOP_P_SLACK, select_tokens
+from qr_sampler.sampling import selection
+from qr_sampler.sampling.ops import crossing
+from qr_sampler.sampling.ops.walk import TOP_P_SLACK
+from qr_sampler.sampling.selection import select_tokens
 
 #: u this close to a boundary of the reference CDF may fall on either side.
 BOUNDARY = 1e-6

@@ -15,8 +15,9 @@ import torch.distributed
 from test_sampler import RecordingSource
 
 from qr_sampler import EntropyUnavailableError, FallbackEntropySource, QRSamplerConfig
-from qr_sampler.sampler import QRSampler
-from qr_sampler.tensor_parallel import SharedU, vllm_tensor_parallel_group
+from qr_sampler.engine.tensor_parallel import vllm_tensor_parallel_group
+from qr_sampler.sampling.sampler import QRSampler
+from qr_sampler.sampling.shared_u import SharedU
 
 ROWS, VOCAB, STEPS = 8, 500, 3
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from qr_sampler.uniformity import (
+from qr_sampler.experiments.uniformity import (
     byte_chi_square,
     chi_square_sf,
     kolmogorov_sf,

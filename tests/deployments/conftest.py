@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qr_sampler.plugins import get_registry
+from qr_sampler.plugins.registry import get_registry
 
 
 @pytest.fixture(autouse=True)

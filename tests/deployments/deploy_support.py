@@ -20,10 +20,9 @@ from typing import Any
 
 import compose
 
-from qr_sampler.environment import known_variables
-from qr_sampler.plugins import get_registry
-from qr_sampler.profiles import DEPLOYMENTS_VARIABLE
-from qr_sampler.settings import ENV_FILE_VARIABLE
+from qr_sampler.plugins.known_variables import known_variables
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.settings.base import DEPLOYMENTS_VARIABLE, ENV_FILE_VARIABLE
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = REPO / "deployments"

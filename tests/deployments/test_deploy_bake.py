@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from deploy_support import DEPLOYMENTS, SHIPPED_PROFILES, load_script
 
-from qr_sampler.environment import read_env_file, secret_variables
-from qr_sampler.plugins import get_registry
-from qr_sampler.profiles import Profile
+from qr_sampler.plugins.known_variables import read_env_file, secret_variables
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.profiles.catalog import Profile
 
 bake = load_script("bake_profile")
 

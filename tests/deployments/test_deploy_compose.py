@@ -16,7 +16,7 @@ from deploy_support import (
     render,
 )
 
-from qr_sampler.environment import read_env_file
+from qr_sampler.plugins.known_variables import read_env_file
 
 DEFAULT = "docker compose -f docker/docker-compose.yml up"
 FIREFLY = "docker compose -f docker/docker-compose.yml --env-file deployments/firefly-1/.env up"

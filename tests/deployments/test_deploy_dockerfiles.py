@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from deploy_support import DEPLOYMENTS, HADOLINT, REPO, SHIPPED_PROFILES
 
-from qr_sampler.environment import read_env_file, secret_variables
-from qr_sampler.plugins import get_registry
+from qr_sampler.plugins.known_variables import read_env_file, secret_variables
+from qr_sampler.plugins.registry import get_registry
 
 DOCKER = REPO / "docker"
 VLLM = DOCKER / "Dockerfile.vllm"

@@ -16,7 +16,7 @@ from deploy_support import (
 )
 
 from qr_sampler.cli.main import main
-from qr_sampler.environment import read_env_file
+from qr_sampler.plugins.known_variables import read_env_file
 
 REAL_KEY = "f1r3fly-9c2e7a41b0d85f36"
 EXAMPLE_LINE = re.compile(r"^# (QR_[A-Z0-9_]+)=(.*)$", re.M)

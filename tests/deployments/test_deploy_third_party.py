@@ -19,9 +19,9 @@ import pytest
 from deploy_support import REPO, load_script, render
 
 from qr_sampler.cli.main import main as qr_sampler
-from qr_sampler.environment import read_env_file
-from qr_sampler.plugins import get_registry
-from qr_sampler.profiles import Profile
+from qr_sampler.plugins.known_variables import read_env_file
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.profiles.catalog import Profile
 
 bake = load_script("bake_profile")
 UP = "docker compose -f docker/docker-compose.yml --env-file deployments/acme-lab/.env up"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from grpc_tools import protoc
 
-from qr_sampler.plugins import get_registry
+from qr_sampler.plugins.registry import get_registry
 from qr_source_grpc import CircuitBreakerSettings, GrpcEntropySource, GrpcSourceSettings
 from qr_urandom_server.server import EntropyServer, serve_in_background
 

@@ -6,7 +6,7 @@ import pytest
 
 from qr_sampler import FallbackEntropySource, QRSamplerConfig
 from qr_sampler.entropy.factory import build_entropy_source
-from qr_sampler.plugins import load_registry
+from qr_sampler.plugins.registry import load_registry
 from qr_source_grpc import CircuitBreakerSettings, GrpcEntropySource, GrpcSourceSettings
 from qr_urandom_server.server import EntropyServer
 

@@ -15,7 +15,7 @@ from vllm.platforms import current_platform
 from vllm.utils import platform_utils
 
 from qr_sampler import vllm as adapter
-from qr_sampler.plugins import get_registry
+from qr_sampler.plugins.registry import get_registry
 
 # The CUDA build of vLLM on a machine without a GPU resolves to a platform that
 # claims pinned memory, which needs a GPU; vLLM's own built-in processors then

@@ -11,7 +11,7 @@ from conftest import VOCAB, book, vllm_config
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdateBuilder, MoveDirectionality
 
-from qr_sampler.vllm import QRSamplerLogitsProcessor
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 
 ARMS = "qrng=system,control=prng"
 

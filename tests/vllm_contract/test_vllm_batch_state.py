@@ -15,7 +15,7 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     build_custom_logits_processors,
 )
 
-from qr_sampler.vllm import QRSamplerLogitsProcessor
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 
 
 def tagged(tag: str, **extra: object) -> SamplingParams:

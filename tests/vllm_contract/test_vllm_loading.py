@@ -27,7 +27,7 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     build_custom_logits_processors_params_validator,
 )
 
-from qr_sampler.vllm import QRSamplerLogitsProcessor
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 
 
 def test_the_class_implements_both_interfaces():

@@ -18,8 +18,8 @@ from vllm.v1.worker.gpu.sample.logits_processor import (
     build_custom_logits_processors,
 )
 
-from qr_sampler.verify import verify
-from qr_sampler.vllm import QRSamplerLogitsProcessor
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
+from qr_sampler.records.verify import verify
 
 PARAMS = [SamplingParams(temperature=0.9, seed=3), SamplingParams(temperature=0.0)]
 STEPS = 8

@@ -12,7 +12,7 @@ from vllm.v1.sample.logits_processor import BatchUpdateBuilder, build_logitsproc
 from vllm.v1.sample.metadata import SamplingMetadata
 from vllm.v1.sample.sampler import Sampler
 
-from qr_sampler.vllm import QRSamplerLogitsProcessor
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 
 PARAMS = [
     SamplingParams(temperature=0.0, repetition_penalty=1.3, presence_penalty=0.5),

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import vllm_config
 
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 from qr_sampler.errors import ConfigValidationError
-from qr_sampler.vllm import QRSamplerLogitsProcessor
 
 
 def build() -> QRSamplerLogitsProcessor:

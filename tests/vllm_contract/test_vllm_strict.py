@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from qr_sampler.vllm import QRSamplerLogitsProcessor
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 
 
 def config_with_eos(eos: object) -> SimpleNamespace:
@@ -27,7 +27,7 @@ def test_strict_mode_ends_requests_with_the_models_eos(monkeypatch, eos, expecte
 
 def test_a_model_without_eos_is_warned_about(monkeypatch, caplog):
     monkeypatch.setenv("QR_FALLBACK_MODE", "error")
-    with caplog.at_level(logging.WARNING, logger="qr_sampler.vllm"):
+    with caplog.at_level(logging.WARNING, logger="qr_sampler.engine.processor"):
         processor = QRSamplerLogitsProcessor(config_with_eos(None), torch.device("cpu"), False)
     assert processor.sampler.end_token_id is None
     assert "declares no eos_token_id" in caplog.text

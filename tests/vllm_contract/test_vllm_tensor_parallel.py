@@ -24,7 +24,7 @@ def run_rank(rank: int, init_file: str, results: Any) -> None:
     )
     from vllm.v1.sample.logits_processor import BatchUpdateBuilder, build_logitsprocs
 
-    from qr_sampler.vllm import QRSamplerLogitsProcessor
+    from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 
     config = VllmConfig(device_config=DeviceConfig(device="cpu"))
     with set_current_vllm_config(config):

@@ -4,7 +4,6 @@ The names here are the surface a plugin author needs; importing this package
 never imports torch or vLLM.
 """
 
-from qr_sampler.config import QRSamplerConfig, SamplingOptions
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.entropy.system import SystemEntropySource
@@ -14,8 +13,9 @@ from qr_sampler.errors import (
     PluginError,
     QRSamplerError,
 )
-from qr_sampler.hookspecs import hookimpl
-from qr_sampler.settings import QRSettings, mask_secret
+from qr_sampler.plugins.hookspecs import hookimpl
+from qr_sampler.settings.base import QRSettings, mask_secret
+from qr_sampler.settings.config import QRSamplerConfig, SamplingOptions
 
 __all__ = [
     "ConfigValidationError",

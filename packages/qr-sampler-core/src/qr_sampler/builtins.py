@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qr_sampler.amplification import ZScoreMeanAmplifier
+from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
 from qr_sampler.entropy.prng import PRNGEntropySource, PRNGSettings
 from qr_sampler.entropy.replay import ReplayEntropySource, ReplaySettings
 from qr_sampler.entropy.system import SystemEntropySource
-from qr_sampler.hookspecs import hookimpl
-from qr_sampler.temperature import EntropyDependentTemperature, FixedTemperature
+from qr_sampler.plugins.hookspecs import hookimpl
+from qr_sampler.sampling.temperature import EntropyDependentTemperature, FixedTemperature
 
 
 @hookimpl

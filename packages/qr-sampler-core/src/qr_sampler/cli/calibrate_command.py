@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from qr_sampler.calibration import calibrate
 from qr_sampler.cli.output import print_json
 from qr_sampler.cli.probe_command import whole_number_up_to
-from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.health import HealthCutoffs
 from qr_sampler.errors import EntropyUnavailableError, QRSamplerError
+from qr_sampler.experiments.calibration import calibrate
+from qr_sampler.settings.config import QRSamplerConfig
 
 _CHUNK = 1 << 20
 # Every byte is held for the statistics: a bound that any machine can hold.

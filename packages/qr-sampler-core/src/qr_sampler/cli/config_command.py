@@ -7,13 +7,13 @@ import sys
 from typing import Any
 
 from qr_sampler.cli.output import print_json, setting_text
-from qr_sampler.config import QRSamplerConfig
-from qr_sampler.environment import process_settings, settings_classes, unknown_in_effect
 from qr_sampler.errors import ConfigValidationError
-from qr_sampler.plugins import get_registry
-from qr_sampler.record_file import check_log_path
-from qr_sampler.registered import unregistered_names
-from qr_sampler.settings import check_env_file, env_file_path
+from qr_sampler.plugins.known_variables import process_settings, settings_classes, unknown_in_effect
+from qr_sampler.plugins.registered import unregistered_names
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.records.record_file import check_log_path
+from qr_sampler.settings.base import check_env_file, env_file_path
+from qr_sampler.settings.config import QRSamplerConfig
 
 
 def add_parser(commands: Any) -> None:

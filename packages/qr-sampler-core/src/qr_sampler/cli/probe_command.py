@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from qr_sampler.cli.output import print_json
-from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.factory import build_entropy_source
-from qr_sampler.environment import unknown_in_effect
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError, QRSamplerError
-from qr_sampler.plugins import get_registry
-from qr_sampler.record_file import check_log_path
-from qr_sampler.settings import env_file_path
+from qr_sampler.plugins.known_variables import unknown_in_effect
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.records.record_file import check_log_path
+from qr_sampler.settings.base import env_file_path
+from qr_sampler.settings.config import QRSamplerConfig
 
 # A probe measures; it is not a bulk download. 64 MiB per draw is far above any token's need.
 MAX_BYTES = 64 * 1024 * 1024

@@ -7,20 +7,20 @@ import sys
 from typing import Any
 
 from qr_sampler.cli.output import print_table
-from qr_sampler.config import QRSamplerConfig
-from qr_sampler.environment import read_env_file
 from qr_sampler.errors import QRSamplerError
-from qr_sampler.plugins import get_registry
-from qr_sampler.profile_check import check_profile
-from qr_sampler.profiles import (
+from qr_sampler.plugins.known_variables import read_env_file
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.profiles.catalog import (
     DEFAULT_DEPLOYMENTS,
-    DEPLOYMENTS_VARIABLE,
     TEMPLATE,
     create_profile,
     deployments_dir,
     find_profile,
     list_profiles,
 )
+from qr_sampler.profiles.check import check_profile
+from qr_sampler.settings.base import DEPLOYMENTS_VARIABLE
+from qr_sampler.settings.config import QRSamplerConfig
 
 _SOURCE_TYPE = "QR_ENTROPY_SOURCE_TYPE"
 _WHERE = (

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from qr_sampler.errors import QRSamplerError
-from qr_sampler.plugins import get_registry
+from qr_sampler.plugins.registry import get_registry
 from qr_sampler.scaffold import SourceNames, create_source_package
 
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from qr_sampler.cli.output import print_json, print_table
-from qr_sampler.plugins import get_registry
+from qr_sampler.plugins.registry import get_registry
 
 
 def add_parser(commands: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from qr_sampler.errors import QRSamplerError
-from qr_sampler.verify import RELATIVE_TOLERANCE, verify
+from qr_sampler.records.verify import RELATIVE_TOLERANCE, verify
 
 
 def add_parser(commands: Any) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.entropy.fallback import FallbackEntropySource
 from qr_sampler.entropy.health import HealthCutoffs, HealthTests
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.errors import ConfigValidationError
-from qr_sampler.plugins import Registry, get_registry
-from qr_sampler.registered import missing_source
+from qr_sampler.plugins.registered import missing_source
+from qr_sampler.plugins.registry import Registry, get_registry
+from qr_sampler.settings.config import QRSamplerConfig
 
 
 def build_entropy_source(

@@ -23,7 +23,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from qr_sampler.entropy.base import EntropySource, check_byte_count
-from qr_sampler.settings import QRSettings
+from qr_sampler.settings.base import QRSettings
 
 logger = logging.getLogger(__name__)
 

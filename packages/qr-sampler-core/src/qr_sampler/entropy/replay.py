@@ -12,7 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from qr_sampler.entropy.base import EntropySource, check_byte_count
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
-from qr_sampler.settings import QRSettings
+from qr_sampler.settings.base import QRSettings
 
 
 class ReplaySettings(QRSettings):

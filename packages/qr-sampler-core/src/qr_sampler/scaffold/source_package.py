@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qr_sampler.errors import QRSamplerError
-from qr_sampler.plugins import CORE_DISTRIBUTION
+from qr_sampler.plugins.registry import CORE_DISTRIBUTION
 
 # Lowercase words joined by single hyphens or underscores: every name derived
 # from it (distribution, import package, entry point, env prefix) is then valid.

@@ -26,12 +26,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from qr_sampler.amplification import ZScoreMeanAmplifier
-from qr_sampler.config import SamplingOptions
+from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.errors import EntropyUnavailableError
-from qr_sampler.settings import QRSettings
-from qr_sampler.uniformity import StatisticResult, byte_chi_square, uniform_ks
+from qr_sampler.experiments.uniformity import StatisticResult, byte_chi_square, uniform_ks
+from qr_sampler.settings.base import QRSettings
+from qr_sampler.settings.config import SamplingOptions
 
 # Shorter secret values are not searched for: they would turn up in health
 # output by coincidence (a 4-digit PIN inside a latency figure).

@@ -14,10 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from qr_sampler.arm_spec import parse_arms
 from qr_sampler.errors import ConfigValidationError
-from qr_sampler.names import did_you_mean
-from qr_sampler.settings import QRSettings, describe_validation_error
+from qr_sampler.settings.arm_spec import parse_arms
+from qr_sampler.settings.base import QRSettings, describe_validation_error
+from qr_sampler.settings.names import did_you_mean
 
 REQUEST_KEY_PREFIX = "qr_"
 

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from qr_sampler.errors import QRSamplerError
-from qr_sampler.names import did_you_mean
-from qr_sampler.plugins import CORE_DISTRIBUTION, Registry
+from qr_sampler.plugins.registry import CORE_DISTRIBUTION, Registry
+from qr_sampler.settings.base import DEPLOYMENTS_VARIABLE
+from qr_sampler.settings.names import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 has only the backport
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-DEPLOYMENTS_VARIABLE = "QR_DEPLOYMENTS_DIR"
 DEFAULT_DEPLOYMENTS = "deployments"
 TEMPLATE = "_template"
 ENV_FILE = ".env"

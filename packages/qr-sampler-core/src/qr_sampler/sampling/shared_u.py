@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qr_sampler.errors import EntropyUnavailableError
+
 if TYPE_CHECKING:
     import torch
 
@@ -32,16 +34,21 @@ class SharedU:
 
         torch.distributed.broadcast(u, src=self.leader_rank, group=self.group)
 
+    def share(self, u: torch.Tensor) -> torch.Tensor:
+        """The leader's u, on every rank; ``EntropyUnavailableError`` where the leader
+        could not draw (it sends NaN, see ``fail``)."""
+        shared = u.contiguous()  # broadcast fills the tensor in place
+        self.broadcast(shared)
+        if bool(shared.isnan().any()):
+            raise EntropyUnavailableError(
+                "the entropy source failed on the tensor-parallel leader (rank "
+                f"{self.leader_rank}); its log says why"
+            )
+        return shared
 
-def vllm_tensor_parallel_group() -> SharedU | None:
-    """The running vLLM worker's tensor-parallel group, if it has more than one rank."""
-    try:
-        from vllm.distributed import parallel_state
-    except ImportError:
-        return None
-    if not parallel_state.model_parallel_is_initialized():
-        return None
-    group = parallel_state.get_tp_group()
-    if group.world_size == 1:
-        return None
-    return SharedU(group.device_group, group.ranks[0], group.rank_in_group == 0)
+    def fail(self, rows: int, device: torch.device) -> None:
+        """The leader's draw failed: NaN tells the other ranks to fail too, instead of
+        waiting forever for a broadcast."""
+        import torch
+
+        self.broadcast(torch.full((rows,), float("nan"), device=device))

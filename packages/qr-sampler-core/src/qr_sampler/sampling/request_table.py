@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qr_sampler.config import SamplingOptions
-from qr_sampler.provenance import Origin
+from qr_sampler.records.provenance import Origin
+from qr_sampler.settings.config import SamplingOptions
 
 #: Options the hot path needs as numbers, in column order.
 NUMERIC_FIELDS: tuple[str, ...] = tuple(
@@ -79,13 +79,37 @@ class RequestTable:
         self.options[a], self.options[b] = self.options[b], self.options[a]
         self.origins[a], self.origins[b] = self.origins[b], self.origins[a]
 
-    def gather(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        """The ``[rows, columns]`` options of the given slots, in row order."""
+    def gather(
+        self, slots: npt.NDArray[np.int64], emitting: npt.NDArray[np.bool_] | None = None
+    ) -> npt.NDArray[np.float64]:
+        """A copy of the ``[rows, columns]`` options of the given slots, in row order;
+        rows where ``emitting`` is False (the engine discards their sample) inactive."""
         try:
-            return self.params[slots]
+            params = self.params[slots]
         except IndexError:  # a slot past the table, seen for the first time
             self._ensure(int(slots.max()))
-            return self.params[slots]
+            params = self.params[slots]
+        if emitting is not None:
+            params[~emitting, _INDEX["active"]] = 0.0
+        return params
+
+    def identities(
+        self,
+        slots: npt.NDArray[np.int64],
+        rows: list[int],
+        positions: npt.NDArray[np.int64] | None,
+    ) -> list[tuple[str | None, int | None]]:
+        """Each row's request id and the output index of the token it samples: from
+        the engine where it says (``positions``), else from the request's own output."""
+        identities: list[tuple[str | None, int | None]] = []
+        for row in rows:
+            origin = self.origins[slots[row]]
+            if positions is not None:
+                position: int | None = int(positions[row])
+            else:
+                position = origin.next_position() if origin is not None else None
+            identities.append((origin.request_id if origin is not None else None, position))
+        return identities
 
     def _ensure(self, slot: int) -> None:
         capacity = self.params.shape[0]

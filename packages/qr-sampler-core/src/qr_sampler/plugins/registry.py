@@ -8,6 +8,7 @@ and skipped, or is fatal under ``QR_STRICT_PLUGINS=1``.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -18,8 +19,8 @@ from typing import Any
 
 import pluggy
 
-from qr_sampler import builtins, hookspecs
 from qr_sampler.errors import PluginError
+from qr_sampler.plugins import hookspecs
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,9 @@ def build_plugin_manager(registry: Registry) -> tuple[pluggy.PluginManager, dict
     providers = {
         BUILTIN_PLUGIN: Provider(BUILTIN_PLUGIN, CORE_DISTRIBUTION, _version(CORE_DISTRIBUTION))
     }
-    manager.register(builtins, name=BUILTIN_PLUGIN)
+    # By name, as an entry point is loaded: the built-ins sit above the layers
+    # whose components they register, and the registry sits below them.
+    manager.register(importlib.import_module(BUILTIN_PLUGIN), name=BUILTIN_PLUGIN)
     allowed = _allowed_plugins()
     for entry_point in _entry_points():
         if allowed is not None and entry_point.name not in allowed:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sized
 
-from qr_sampler.records import StepRecords
+from qr_sampler.records.sink import StepRecords
 
 logger = logging.getLogger(__name__)
 

@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qr_sampler.arm_spec import parse_arms
-from qr_sampler.config import REQUEST_KEY_PREFIX, QRSamplerConfig, SamplingOptions
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
-from qr_sampler.plugins import Registry
-from qr_sampler.request_table import distinct
+from qr_sampler.plugins.registry import Registry
+from qr_sampler.settings.arm_spec import parse_arms
+from qr_sampler.settings.config import REQUEST_KEY_PREFIX, QRSamplerConfig, SamplingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +215,8 @@ class ArmSet:
         draws: dict[int, EntropyDraw] = {}
         failures: dict[int, EntropyUnavailableError] = {}
         drawing = row_arm[counts > 0]
-        for arm in distinct(drawing).tolist() if drawing.size else []:
+        # The arms in use, in order: a count per arm, not a sort of the rows.
+        for arm in np.flatnonzero(np.bincount(drawing)).tolist():
             source = self.arms[arm].source
             assert source is not None, "a tensor-parallel follower never draws"
             try:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from qr_sampler.entropy.health import HealthCutoffs, HealthTests
 from qr_sampler.errors import HealthTestError
-from qr_sampler.uniformity import byte_chi_square
+from qr_sampler.experiments.uniformity import byte_chi_square
 
 _STANDARD = NormalDist()
 #: An offset counts as real only beyond this many standard errors of the sample.

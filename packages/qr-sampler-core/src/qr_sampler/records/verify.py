@@ -17,10 +17,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from qr_sampler.config import SamplingOptions
-from qr_sampler.plugins import Registry, get_registry
-from qr_sampler.provenance import sha256_hex
-from qr_sampler.request_table import NUMERIC_FIELDS
+from qr_sampler.plugins.registry import Registry, get_registry
+from qr_sampler.records.provenance import sha256_hex
+from qr_sampler.sampling.request_table import NUMERIC_FIELDS
+from qr_sampler.settings.config import SamplingOptions
 
 #: Recomputed floats must agree to this relative tolerance: a few units in the last
 #: place, so another machine's libm may differ but no edited value passes.

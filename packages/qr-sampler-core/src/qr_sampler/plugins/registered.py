@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from qr_sampler.arm_spec import parse_arms
-from qr_sampler.config import QRSamplerConfig
-from qr_sampler.names import did_you_mean
-from qr_sampler.plugins import LOAD_PLUGINS_VARIABLE, Registry, excluded_plugins
+from qr_sampler.plugins.registry import LOAD_PLUGINS_VARIABLE, Registry, excluded_plugins
+from qr_sampler.settings.arm_spec import parse_arms
+from qr_sampler.settings.config import QRSamplerConfig
+from qr_sampler.settings.names import did_you_mean
 
 
 def unknown_name(variable: str, value: str, known: Mapping[str, object], what: str) -> str:

@@ -1,127 +1,22 @@
-"""Token records: one per sampled token, to logs, a JSON-lines file and a bounded memory."""
+"""Where a step's records go: a JSON-lines file, the log and a bounded memory, written
+on one thread off the engine's critical path."""
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-from qr_sampler.config import SamplingOptions
-from qr_sampler.record_file import LOG_PATH_VARIABLE, RecordFile
+from qr_sampler.records.record_file import LOG_PATH_VARIABLE, RecordFile
+from qr_sampler.records.token_record import TokenRecord
+from qr_sampler.settings.config import SamplingOptions
 
 logger = logging.getLogger("qr_sampler")
-
-
-@dataclass(frozen=True)
-class TokenRecord:
-    """Everything needed to trace one token back to the bytes that chose it."""
-
-    step: int
-    row: int
-    #: None on a token forced to end a request in strict mode (``end_reason`` says why).
-    u: float | None
-    z_score: float | None
-    sample_mean: float | None
-    sample_count: int
-    token_id: int
-    token_rank: int
-    token_prob: float
-    num_candidates: int
-    temperature: float
-    shannon_entropy: float | None
-    entropy_source: str
-    fallback: bool
-    fetch_ms: float
-    total_ms: float
-    config_hash: str
-    tag: str
-    #: Provenance: the request (``None`` outside an engine adapter), the token's
-    #: 0-based index in that request's output, and the bytes that chose it (``None``
-    #: on a token that ended a request for want of entropy, see ``end_reason``).
-    request_id: str | None
-    position: int | None
-    entropy_sha256: str | None
-    #: Where this token's bytes start in ``QR_BYTES_PATH`` (``None`` when not archived).
-    bytes_offset: int | None
-    #: What ``qr-sampler verify`` needs to recompute u from the bytes alone.
-    signal_amplifier_type: str
-    population_mean: float
-    population_std: float
-    uniform_clamp_epsilon: float
-    #: The arm's name, or its opaque label under QR_BLIND_ARMS.
-    arm: str = ""
-    #: Why the fallback served this token ("health test", "source unavailable").
-    fallback_reason: str | None = None
-    #: The seed of the prng source that chose this token; reproduces its bytes.
-    prng_seed: int | None = None
-    #: Set when qr-sampler ended the request with this token (strict-mode outage).
-    end_reason: str | None = None
-
-    def to_json(self) -> str:
-        """Strict JSON: a value that is NaN or infinite is written as ``null``."""
-        return json.dumps(_finite(asdict(self)), separators=(",", ":"), allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float replaced by ``None``, at any depth."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def ended_record(
-    step: int,
-    row: int,
-    token_id: int,
-    options: SamplingOptions,
-    reason: Exception,
-    request_id: str | None,
-    position: int | None,
-    arm: str,
-) -> TokenRecord:
-    """The record of a token forced to end a request because entropy did not come
-    (to the request's ``arm``, by its name or blind label)."""
-    return TokenRecord(
-        step=step,
-        row=row,
-        u=None,
-        z_score=None,
-        sample_mean=None,
-        sample_count=0,
-        token_id=token_id,
-        token_rank=-1,
-        token_prob=0.0,
-        num_candidates=0,
-        temperature=0.0,
-        shannon_entropy=None,
-        entropy_source="none",
-        fallback=False,
-        fetch_ms=0.0,
-        total_ms=0.0,
-        config_hash=options.config_hash,
-        tag=options.tag,
-        request_id=request_id,
-        position=position,
-        entropy_sha256=None,
-        bytes_offset=None,
-        signal_amplifier_type=options.signal_amplifier_type,
-        population_mean=options.population_mean,
-        population_std=options.population_std,
-        uniform_clamp_epsilon=options.uniform_clamp_epsilon,
-        arm=arm,
-        end_reason=str(reason),
-    )
 
 
 @dataclass
@@ -274,47 +169,3 @@ class RecordSink:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-
-
-class SummaryLog:
-    """One INFO line every ``interval_s`` with what the sampler did since the last."""
-
-    def __init__(self, enabled: bool, interval_s: float = 10.0) -> None:
-        self.enabled = enabled
-        self.interval_s = interval_s
-        self._reset(time.monotonic())
-
-    def _reset(self, now: float) -> None:
-        self._since = now
-        self._tokens = 0
-        self._fallback_tokens = 0
-        self._steps = 0
-        self._fetch_ms = 0.0
-        self._max_fetch_ms = 0.0
-        self._health_failures = 0
-
-    def add_step(
-        self, tokens: int, fallback_tokens: int, fetch_ms: float, health_failures: int = 0
-    ) -> None:
-        if not self.enabled:
-            return
-        self._steps += 1
-        self._tokens += tokens
-        self._fallback_tokens += fallback_tokens
-        self._health_failures += health_failures
-        self._fetch_ms += fetch_ms
-        self._max_fetch_ms = max(self._max_fetch_ms, fetch_ms)
-        now = time.monotonic()
-        if now - self._since >= self.interval_s:
-            logger.info(
-                "qr-sampler: %d tokens in %d steps over %.1f s; fallback tokens %d; "
-                "failed health tests %d; entropy fetch mean %.2f ms, max %.2f ms",
-                self._tokens,
-                self._steps,
-                now - self._since,
-                self._fallback_tokens,
-                self._health_failures,
-                self._fetch_ms / self._steps,
-                self._max_fetch_ms,
-            )
-            self._reset(now)

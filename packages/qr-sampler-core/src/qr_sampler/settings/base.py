@@ -18,6 +18,8 @@ from qr_sampler.errors import ConfigValidationError
 
 ENV_FILE_VARIABLE = "QR_ENV_FILE"
 DEFAULT_ENV_FILE = ".env"
+#: Where `qr-sampler profile` finds the profiles; read by no engine process.
+DEPLOYMENTS_VARIABLE = "QR_DEPLOYMENTS_DIR"
 
 _S = TypeVar("_S", bound="QRSettings")
 

@@ -6,17 +6,16 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qr_sampler.config import QRSamplerConfig
-from qr_sampler.environment import (
+from qr_sampler.errors import ConfigValidationError, QRSamplerError
+from qr_sampler.plugins.known_variables import (
     known_variables,
     read_env_file,
     secret_variables,
     unknown_variables,
 )
-from qr_sampler.errors import ConfigValidationError, QRSamplerError
-from qr_sampler.names import did_you_mean
-from qr_sampler.plugins import Registry
-from qr_sampler.profiles import (
+from qr_sampler.plugins.registered import unregistered_strategies
+from qr_sampler.plugins.registry import Registry
+from qr_sampler.profiles.catalog import (
     PROFILE_VARIABLE,
     Profile,
     core_sources,
@@ -24,8 +23,9 @@ from qr_sampler.profiles import (
     provided_sources,
     requirement_package,
 )
-from qr_sampler.registered import unregistered_strategies
-from qr_sampler.settings import is_placeholder
+from qr_sampler.settings.base import is_placeholder
+from qr_sampler.settings.config import QRSamplerConfig
+from qr_sampler.settings.names import did_you_mean
 
 
 @dataclass

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from dotenv import dotenv_values
 
-from qr_sampler.config import QRSamplerConfig
-from qr_sampler.plugins import LOAD_PLUGINS_VARIABLE, STRICT_PLUGINS_VARIABLE, Registry
-from qr_sampler.profiles import DEPLOYMENTS_VARIABLE
-from qr_sampler.settings import ENV_FILE_VARIABLE, QRSettings
+from qr_sampler.plugins.registry import LOAD_PLUGINS_VARIABLE, STRICT_PLUGINS_VARIABLE, Registry
+from qr_sampler.settings.base import DEPLOYMENTS_VARIABLE, ENV_FILE_VARIABLE, QRSettings
+from qr_sampler.settings.config import QRSamplerConfig
 
 PREFIX = "QR_"
 PROCESS_VARIABLES = {

@@ -1,0 +1,233 @@
+"""The vLLM adapter: one logits processor class for both of vLLM's interfaces.
+
+- V1 runner (vLLM <= 0.30 by default): ``__init__(vllm_config, device, is_pin_memory)``,
+  ``update_state(batch_update)``, ``apply(logits)``; logits row i is batch index i.
+- Model Runner V2 (vLLM >= 0.31 by default): ``__init__(vllm_config, req_states)``,
+  ``add_request(slot, params)``, ``apply(logits, ctx)``; rows map to request slots
+  through the context.
+
+Both runners sample rows whose token vLLM then drops (a prompt prefilled in chunks
+emits nothing until its last chunk). Model Runner V2's request state says which
+rows those are, so they get no entropy; the V1 runner does not, so their records
+are held back until vLLM books the token (``qr_sampler.engine.emission``).
+
+The class subclasses every base that the installed vLLM provides, so either
+loader accepts it. Importing this module never initialises CUDA.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qr_sampler.engine.emission import EmissionGate
+from qr_sampler.engine.tensor_parallel import vllm_tensor_parallel_group
+from qr_sampler.errors import ConfigValidationError
+from qr_sampler.experiments.arms import ArmPolicy
+from qr_sampler.plugins.known_variables import unknown_in_effect
+from qr_sampler.plugins.registry import get_registry
+from qr_sampler.sampling.sampler import QRSampler
+from qr_sampler.settings.base import env_file_path
+from qr_sampler.settings.config import QRSamplerConfig, SamplingOptions, resolve_options
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_V1_INTERFACE = "vllm.v1.sample.logits_processor"
+_V2_INTERFACE = "vllm.v1.worker.gpu.sample.logits_processor.interface"
+
+SPECULATIVE_DECODING_UNSUPPORTED = (
+    "qr-sampler cannot run with speculative decoding: draft tokens would be accepted "
+    "or rejected by vLLM's rejection sampler rather than chosen by entropy. Remove "
+    "--speculative-config, or uninstall qr-sampler-core for this server."
+)
+
+
+def _engine_bases() -> tuple[type, ...]:
+    bases = []
+    for module in (_V1_INTERFACE, _V2_INTERFACE):
+        try:
+            bases.append(importlib.import_module(module).LogitsProcessor)
+        except ImportError:
+            continue
+    return tuple(bases) or (object,)
+
+
+def _extra_args(sampling_params: Any) -> Mapping[str, Any]:
+    return getattr(sampling_params, "extra_args", None) or {}
+
+
+@functools.cache
+def _admission_defaults() -> SamplingOptions:
+    """Server defaults for ``validate_params``, which runs without an instance."""
+    return QRSamplerConfig.load().sampling_options()
+
+
+@functools.cache
+def _admission_arms() -> ArmPolicy:
+    return ArmPolicy.from_config(QRSamplerConfig.load())
+
+
+def _end_token_id(vllm_config: Any) -> int | None:
+    """The model's end-of-sequence token, which strict mode uses to end a request."""
+    model_config = getattr(vllm_config, "model_config", None)
+    eos = getattr(getattr(model_config, "hf_text_config", None), "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0] if eos else None
+    return eos if isinstance(eos, int) else None
+
+
+def _log_where_vllm_logs() -> None:
+    """Give qr-sampler's loggers the handlers vLLM configured for its own.
+
+    vLLM sets up handlers for the ``vllm`` logger only; without this, qr-sampler's
+    INFO lines (the startup line, the periodic summary) would reach no handler.
+    """
+    ours, theirs = logging.getLogger("qr_sampler"), logging.getLogger("vllm")
+    if ours.handlers or not theirs.handlers:
+        return
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    # vLLM's logger does not propagate; ours must not either once it has the same
+    # handlers, or a root handler (an embedding app's, pytest's) prints each line twice.
+    ours.propagate = theirs.propagate
+    if ours.level == logging.NOTSET:
+        ours.setLevel(theirs.getEffectiveLevel())
+
+
+class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
+    """Forces the token chosen by qr-sampler into every row it samples."""
+
+    def __init__(self, vllm_config: Any, *engine_args: Any) -> None:
+        # No super().__init__(): the V1 base's __init__ is abstract and raises.
+        if len(engine_args) not in (1, 2):
+            raise TypeError(
+                "expected (vllm_config, device, is_pin_memory) from the V1 runner or "
+                "(vllm_config, req_states) from Model Runner V2"
+            )
+        if getattr(vllm_config, "speculative_config", None):
+            raise ValueError(SPECULATIVE_DECODING_UNSUPPORTED)
+        self.runner = "v1" if len(engine_args) == 2 else "v2"
+        #: Model Runner V2's per-slot request state (prompt and prefill lengths); None on V1.
+        self.req_states = engine_args[0] if self.runner == "v2" else None
+        _log_where_vllm_logs()
+        self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
+        for variable in unknown_in_effect(self.sampler.registry, env_file_path()):
+            logger.warning("qr-sampler ignores %s", variable.message())
+        config = self.sampler.config
+        #: V1: holds each step's records until vLLM shows which sampled tokens it kept.
+        self.gate = EmissionGate(self.sampler.emit, self.sampler.output_of)
+        if self.runner == "v1":
+            self.sampler.emit = self.gate.hold
+        if config.fallback_mode == "error":
+            self.sampler.end_token_id = _end_token_id(vllm_config)
+            if self.sampler.end_token_id is None:
+                logger.warning(
+                    "strict mode: the model declares no eos_token_id, so an entropy outage "
+                    "longer than QR_STRICT_WAIT_S stops the engine instead of ending requests"
+                )
+        logger.info(
+            "qr-sampler active (%s runner): entropy source %r, fallback %s, amplifier %s, "
+            "temperature %s",
+            self.runner,
+            config.entropy_source_type,
+            config.fallback_mode,
+            config.signal_amplifier_type,
+            config.temperature_strategy,
+        )
+
+    @classmethod
+    def validate_params(cls, sampling_params: Any) -> None:
+        """Reject bad ``qr_*`` keys or values at admission (vLLM answers HTTP 400)."""
+        registry = get_registry()
+        resolve_options(
+            _admission_defaults(),
+            _extra_args(sampling_params),
+            registry.amplifiers,
+            registry.temperature_strategies,
+        )
+        _admission_arms().check(_extra_args(sampling_params))
+
+    def is_argmax_invariant(self) -> bool:
+        # Forcing a token changes the argmax: greedy requests must see it too.
+        return False
+
+    def _admit(self, slot: int, sampling_params: Any, output: list[int] | None = None) -> bool:
+        try:
+            options = self.sampler.resolve(_extra_args(sampling_params))
+        except ConfigValidationError as exc:
+            # validate_params normally refuses such a request at admission; if one
+            # slips through, leave it to vLLM loudly rather than kill the engine.
+            logger.error("request in slot %d left to vLLM's sampler: %s", slot, exc)
+            self.sampler.table.clear(slot)
+            return False
+        self.sampler.admit(slot, options, output)
+        return not options.bypass
+
+    # V1 runner -------------------------------------------------------------
+
+    def update_state(self, batch_update: Any) -> None:
+        # vLLM booked the last step's tokens before this call and still holds the
+        # output lists of requests it is about to remove.
+        self.gate.settle()
+        if batch_update is None:
+            return
+        table = self.sampler.table
+        # vLLM's contract: removed, then added, then moved.
+        for index in batch_update.removed:
+            table.clear(index)
+        for index, params, _prompt_ids, output_ids in batch_update.added:
+            # vLLM extends output_ids after every step: its length is the position, and
+            # the emission gate reads it to see which sampled tokens vLLM kept.
+            self._admit(index, params, output_ids)
+        for first, second, direction in batch_update.moved:
+            if direction.name == "SWAP":
+                table.swap(first, second)
+            else:
+                table.move(first, second)
+
+    # Model Runner V2 -------------------------------------------------------
+
+    def add_request(self, req_idx: int, sampling_params: Any) -> bool:
+        return self._admit(req_idx, sampling_params)
+
+    def apply_staged_writes(self) -> None:
+        """Nothing to stage: per-request options stay on the host until ``apply``."""
+
+    # Both ------------------------------------------------------------------
+
+    def apply(self, logits: torch.Tensor, ctx: Any = None) -> torch.Tensor:
+        if ctx is None:
+            return self.sampler.sample(logits, np.arange(logits.shape[0], dtype=np.int64))
+        slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
+        if slots.shape[0] != logits.shape[0]:
+            raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
+        emitting, positions = self._v2_rows(slots, ctx)
+        return self.sampler.sample(logits, slots, emitting=emitting, positions=positions)
+
+    def _v2_rows(self, slots: np.ndarray, ctx: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """V2: which rows' samples vLLM keeps (the sequence reaches its prefill length),
+        and each row's index in its request's output (tokens visible to the one being
+        sampled, less the prompt; exact without speculative decoding, refused above)."""
+        seen = getattr(ctx, "seq_lens_upper_bound_np", None)
+        if seen is None:
+            return None, None
+        seen = np.asarray(seen[: len(slots)], dtype=np.int64)
+        prefill_len = _host_array(self.req_states, "prefill_len")
+        prompt_len = _host_array(self.req_states, "prompt_len")
+        kept = seen >= prefill_len[slots] if prefill_len is not None else None
+        positions = seen - prompt_len[slots] if prompt_len is not None else None
+        return kept, positions
+
+
+def _host_array(req_states: Any, name: str) -> np.ndarray | None:
+    """The host copy of one of Model Runner V2's per-slot request arrays, or ``None``
+    where the request state has none (records then count positions themselves)."""
+    return getattr(getattr(req_states, name, None), "np", None)

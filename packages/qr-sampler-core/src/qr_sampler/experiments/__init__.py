@@ -1,0 +1,2 @@
+"""Experiment design: arms served side by side, calibration of a source, and the
+uniformity statistics both rely on."""

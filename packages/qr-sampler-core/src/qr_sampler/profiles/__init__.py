@@ -1,0 +1,1 @@
+"""Deployment profiles (``deployments/NAME``): found, created and checked."""

@@ -1,0 +1,333 @@
+"""One engine step: fetch entropy, amplify to u, select and force a token per row.
+
+Engine-agnostic; the vLLM adapter maps its requests to slots of ``table`` and
+calls ``sample`` with the slot of every logits row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sized
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qr_sampler.entropy.amplification import Amplified
+from qr_sampler.entropy.fallback import FallbackEntropySource
+from qr_sampler.errors import EntropyUnavailableError
+from qr_sampler.experiments.arms import ArmSet, StepDraw
+from qr_sampler.plugins.registry import Registry, get_registry
+from qr_sampler.records.assembly import (
+    RESULT_FIELDS,
+    StepFacts,
+    ended_step_records,
+    step_records,
+)
+from qr_sampler.records.bytes_archive import BytesArchive
+from qr_sampler.records.host_copy import HostCopy
+from qr_sampler.records.provenance import Origin, RequestIds
+from qr_sampler.records.sink import RecordSink
+from qr_sampler.records.summary import SummaryLog
+from qr_sampler.sampling.columns import DeviceColumns
+from qr_sampler.sampling.ops.forcing import end_rows, force_tokens
+from qr_sampler.sampling.ops.walk import Selection
+from qr_sampler.sampling.ops.workspace import Workspace
+from qr_sampler.sampling.request_table import RequestTable, distinct
+from qr_sampler.sampling.row_amplifiers import RowAmplifiers
+from qr_sampler.sampling.selection import select_tokens
+from qr_sampler.sampling.shared_u import SharedU
+from qr_sampler.sampling.temperature import RowTemperatures
+from qr_sampler.sampling.unsampled import UnsampledRows
+from qr_sampler.settings.config import (
+    QRSamplerConfig,
+    SamplingOptions,
+    check_registered,
+    resolve_options,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_ACTIVE = RequestTable.column("active")
+_RECORD = RequestTable.column("record")
+_SAMPLE_COUNT = RequestTable.column("sample_count")
+_STRATEGY = RequestTable.column("temperature_strategy")
+_ARM = RequestTable.column("arm")
+_TOP_K = RequestTable.column("top_k")
+_TOP_P = RequestTable.column("top_p")
+
+
+class QRSampler:
+    """Chooses the token of every active row from fresh entropy."""
+
+    def __init__(
+        self,
+        config: QRSamplerConfig | None = None,
+        registry: Registry | None = None,
+        source: FallbackEntropySource | None = None,
+        shared_u: SharedU | None = None,
+    ) -> None:
+        self.config = config if config is not None else QRSamplerConfig.load()
+        self.registry = registry if registry is not None else get_registry()
+        self.defaults = self.config.sampling_options()
+        check_registered(
+            self.defaults, self.registry.amplifiers, self.registry.temperature_strategies, "QR_"
+        )
+        #: Set under tensor parallelism: only the leader draws, and records.
+        self.shared_u = shared_u
+        self.draws = shared_u is None or shared_u.leader
+        # Opened first, so a records file that cannot be written stops start-up before
+        # any connection to an entropy source is made. Only the drawing rank records.
+        self.sink = RecordSink(self.config.log_path if self.draws else "")
+        # A follower never draws, so it never connects to the entropy sources either.
+        self.arms = ArmSet.from_config(self.config, self.registry, self.draws, source)
+        self.table = RequestTable(
+            {
+                "signal_amplifier_type": self.registry.amplifiers,
+                "temperature_strategy": self.registry.temperature_strategies,
+                "arm": self.arms.choices,
+            }
+        )
+        self.arms.bind(self.table.choice_names["arm"])
+        names = self.table.choice_names
+        self.amplifiers = RowAmplifiers(
+            [self.registry.amplifiers[name].value for name in names["signal_amplifier_type"]]
+        )
+        self.temperatures = RowTemperatures(
+            [
+                self.registry.temperature_strategies[name].value
+                for name in names["temperature_strategy"]
+            ]
+        )
+        #: Where each step's records go; an engine adapter that only later learns
+        #: which sampled tokens the engine kept puts a holding stage here.
+        self.emit = self.sink.write_step
+        #: Strict mode: the token that ends a request whose entropy did not come
+        #: (the model's EOS); None makes the outage raise instead.
+        self.end_token_id: int | None = None
+        self.archive = BytesArchive(self.config.bytes_path) if self.config.bytes_path else None
+        self.request_ids = RequestIds()
+        self.summary = SummaryLog(enabled=self.config.log_level != "none")
+        self.workspace = Workspace()
+        self.unsampled = UnsampledRows()
+        self.steps = 0
+
+    def resolve(self, extra_args: Mapping[str, Any] | None) -> SamplingOptions:
+        """A request's options, arm settled; ``ConfigValidationError`` for bad ``qr_*``."""
+        options = resolve_options(
+            self.defaults,
+            extra_args,
+            self.registry.amplifiers,
+            self.registry.temperature_strategies,
+        )
+        self.arms.policy.check(extra_args)
+        return self.arms.admit(options)
+
+    def admit(self, slot: int, options: SamplingOptions, output: Sized | None = None) -> None:
+        """Seat a newly admitted request in ``slot`` under a fresh request id; ``output``
+        is the engine's list of its output tokens, if it keeps one (see ``Origin``)."""
+        self.table.put(slot, options, Origin(self.request_ids.new(), output))
+
+    def output_of(self, slot: int) -> Sized | None:
+        """The engine's output-token list of the request in ``slot``, if it keeps one."""
+        origin = self.table.origins[slot]
+        return origin.output if origin is not None else None
+
+    def sample(
+        self,
+        logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        *,
+        emitting: npt.NDArray[np.bool_] | None = None,
+        positions: npt.NDArray[np.int64] | None = None,
+    ) -> torch.Tensor:
+        """Force one token into every active row of ``logits`` (in place) and return it.
+
+        ``slots[i]`` is the table slot of logits row ``i``; ``positions[i]``, where the
+        engine says, the index in its request's output of the token row ``i`` samples.
+        Entropy is fetched here, after the logits exist, in a single draw for all rows.
+        Rows where ``emitting`` is False (the engine will discard their sample) are
+        left alone: no entropy, no record.
+        """
+        start = time.perf_counter()
+        params = self.table.gather(slots, emitting)
+        active = params[:, _ACTIVE] > 0
+        if not active.any():
+            return logits
+        self.steps += 1
+        draw = self._draw(params, active, logits)
+        if draw is not None and draw.failures:
+            active = self._end_failed_rows(logits, slots, params, active, positions, draw)
+            if not active.any():
+                return logits
+        amplified = self.amplifiers.amplify(draw, params, active) if draw is not None else None
+        columns = self._to_device(amplified, params, logits.device)
+        recorded = self._recorded(params, active) if draw is not None else []
+        selection = self._select(logits, columns, params, active, with_records=bool(recorded))
+        results = HostCopy(_record_results(selection)) if recorded else None
+        active_rows = columns["active"].bool()
+        force_tokens(logits, active_rows & selection.valid, selection.token_id)
+        self.unsampled.add(active_rows & ~selection.valid)
+        if draw is not None and amplified is not None:
+            self._hand_over(slots, positions, active, recorded, draw, amplified, results, start)
+        return logits
+
+    def _hand_over(
+        self,
+        slots: npt.NDArray[np.int64],
+        positions: npt.NDArray[np.int64] | None,
+        active: npt.NDArray[np.bool_],
+        recorded: list[int],
+        draw: StepDraw,
+        amplified: Amplified,
+        results: HostCopy | None,
+        start: float,
+    ) -> None:
+        """Archive the step's bytes, pass its records on and count it in the summary."""
+        archived_at = self.archive.append(draw.data) if self.archive else None
+        if results is not None:
+            facts = StepFacts(
+                self.steps,
+                recorded,
+                [self.table.options[slots[row]] for row in recorded],
+                self.table.identities(slots, recorded, positions),
+                draw,
+                amplified,
+                results,
+                archived_at,
+                (time.perf_counter() - start) * 1000.0,
+            )
+            self.emit(step_records(facts))
+        self.summary.add_step(
+            int(active.sum()), draw.fallback_tokens(active), draw.fetch_ms, draw.health_failures
+        )
+
+    def _draw(
+        self,
+        params: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_],
+        logits: torch.Tensor,
+    ) -> StepDraw | None:
+        """One draw per arm for its active rows; nothing on a follower. In strict mode
+        (single rank) an arm whose source stays down is reported in the draw, not raised."""
+        if not self.draws:
+            return None
+        counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
+        strict_end = self.shared_u is None and self.end_token_id is not None
+        try:
+            return self.arms.draw(params[:, _ARM], counts, keep_going=strict_end)
+        except EntropyUnavailableError:
+            if self.shared_u is not None:
+                self.shared_u.fail(len(params), logits.device)
+            raise
+
+    def _to_device(
+        self, amplified: Amplified | None, params: npt.NDArray[np.float64], device: torch.device
+    ) -> DeviceColumns:
+        """The step's only host-to-device copy: u and the rows' options together; under
+        tensor parallelism every rank then takes the leader's u."""
+        import torch
+
+        u = amplified.u if amplified is not None else np.full(len(params), math.nan)
+        on_device = torch.from_numpy(np.column_stack([u, params])).to(device)
+        if self.shared_u is None:
+            return DeviceColumns(on_device, on_device[:, 0])
+        return DeviceColumns(on_device, self.shared_u.share(on_device[:, 0]))
+
+    def _recorded(
+        self, params: npt.NDArray[np.float64], active: npt.NDArray[np.bool_]
+    ) -> list[int]:
+        """Rows whose token is recorded: to the file, the log, or memory."""
+        return np.flatnonzero(
+            active & ((params[:, _RECORD] > 0) | bool(self.sink.log_path))
+        ).tolist()
+
+    def _select(
+        self,
+        logits: torch.Tensor,
+        columns: DeviceColumns,
+        params: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_],
+        with_records: bool,
+    ) -> Selection:
+        """Every row's token under its own temperature, top-k and top-p. What the rows
+        need is known here, on the host; asking the device would wait."""
+        vocab = logits.shape[-1]
+        strategy_ids = distinct(params[active, _STRATEGY])
+        top_k, top_p = params[active, _TOP_K], params[active, _TOP_P]
+        return select_tokens(
+            logits,
+            columns.u,
+            lambda entropy: self.temperatures.temperatures(columns, entropy, strategy_ids, vocab),
+            columns["top_k"].long() if ((top_k > 0) & (top_k < vocab)).any() else None,
+            columns["top_p"] if (top_p < 1).any() else None,
+            with_entropy=with_records or self.temperatures.needs_entropy(strategy_ids),
+            workspace=self.workspace,
+        )
+
+    def _end_failed_rows(
+        self,
+        logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        params: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_],
+        positions: npt.NDArray[np.int64] | None,
+        draw: StepDraw,
+    ) -> npt.NDArray[np.bool_]:
+        """Strict mode, an arm's source still down: force ``end_token_id`` into that
+        arm's rows; the other arms' rows are sampled as usual. Returns those rows.
+
+        A logits processor cannot abort a request, but it can choose its last token:
+        the request ends as if the model had stopped, no token is chosen by any
+        other source, and the record and log line say why.
+        """
+        assert self.end_token_id is not None
+        ended = draw.failed_rows(active)
+        end_rows(logits, ended, self.end_token_id)
+        for arm, exc in draw.failures.items():
+            logger.error(
+                "strict mode: ended %d request(s) of arm %r with the end-of-sequence token, "
+                "no entropy: %s",
+                int(np.count_nonzero(ended & (draw.row_arm == arm))),
+                draw.arms[arm].label,
+                exc,
+            )
+        recorded = self._recorded(params, ended)
+        options = [self.table.options[slots[row]] for row in recorded]
+        identities = self.table.identities(slots, recorded, positions)
+        self.emit(
+            ended_step_records(self.steps, recorded, options, identities, draw, self.end_token_id)
+        )
+        params[ended, _ACTIVE] = 0.0
+        return active & ~ended
+
+    def close(self) -> None:
+        self.unsampled.read()
+        self.sink.close()
+        if self.archive is not None:
+            self.archive.close()
+        self.arms.close()
+
+
+def _record_results(selection: Selection) -> torch.Tensor:
+    """What records need of each row (``RESULT_FIELDS``) as one small tensor, never
+    the logits. Ranks are read from the logits as they were: call before forcing."""
+    import torch
+
+    assert selection.entropy is not None
+    rank, candidates = selection.ranks()
+    by_name = {
+        "token_id": selection.token_id,
+        "token_rank": rank,
+        "token_prob": selection.prob,
+        "num_candidates": candidates,
+        "temperature": selection.temperature,
+        "shannon_entropy": selection.entropy,
+        "valid": selection.valid,
+    }
+    return torch.stack([by_name[name].double() for name in RESULT_FIELDS])
