@@ -239,13 +239,11 @@ class QRSampler:
             return DeviceColumns(on_device, on_device[:, 0])
         return DeviceColumns(on_device, self.shared_u.share(on_device[:, 0]))
 
-    def _recorded(
-        self, params: npt.NDArray[np.float64], active: npt.NDArray[np.bool_]
-    ) -> list[int]:
-        """Rows whose token is recorded: to the file, the log, or memory."""
-        return np.flatnonzero(
-            active & ((params[:, _RECORD] > 0) | bool(self.sink.log_path))
-        ).tolist()
+    def _recorded(self, params: npt.NDArray[np.float64], rows: npt.NDArray[np.bool_]) -> list[int]:
+        """Those of ``rows`` whose token is recorded: to the file, the log, or memory."""
+        recorded = rows & ((params[:, _RECORD] > 0) | bool(self.sink.log_path))
+        listed: list[int] = np.flatnonzero(recorded).tolist()
+        return listed
 
     def _select(
         self,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_sampler import forced, make_sampler
+from core_support import forced, make_sampler
 
 from qr_sampler.cli.main import main
 from qr_sampler.records.record_file import LogPathError, check_log_path

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from core_support import reference_token
 from scipy import stats
 
 from qr_sampler.sampling.ops.entropy import shannon_entropy
@@ -33,32 +34,6 @@ def select(logits, u, temperature=1.0, top_k=0, top_p=1.0) -> Selection:
 def ranks(result: Selection) -> tuple[list[int], list[int]]:
     rank, candidates = result.ranks()
     return rank.tolist(), candidates.tolist()
-
-
-def reference_token(logits, u, temperature, top_k, top_p):
-    """A slow, obviously-correct float64 version of the documented algorithm."""
-    order = sorted(range(len(logits)), key=lambda i: (-logits[i], i))
-    if temperature <= 0:
-        return order[0]
-    if top_k > 0:  # every token tied with the k-th stays, as in vLLM
-        kth = logits[order[min(top_k, len(order)) - 1]]
-        order = [i for i in order if logits[i] >= kth]
-    top = logits[order[0]]
-    weights = [math.exp((logits[i] - top) / temperature) for i in order]
-    total = sum(weights)
-    probs = [w / total for w in weights]
-    kept, before = [], 0.0
-    for i, p in zip(order, probs, strict=True):
-        if before < top_p:
-            kept.append((i, p))
-        before += p
-    mass = sum(p for _, p in kept)
-    cumulative = 0.0
-    for i, p in kept:
-        cumulative += p
-        if u * mass < cumulative:
-            return i
-    return kept[-1][0]
 
 
 def test_u_near_zero_picks_the_most_probable_token_and_near_one_the_least():

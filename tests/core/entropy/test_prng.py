@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
+from core_support import documented_stream
 
 from qr_sampler import EntropySource
 from qr_sampler.entropy.prng import PRNGEntropySource, PRNGSettings
@@ -20,11 +20,6 @@ class TestPRNGSource(EntropySourceConformance):
     def source(self) -> Iterator[EntropySource]:
         with PRNGEntropySource() as source:
             yield source
-
-
-def documented_stream(seed: int, n: int) -> bytes:
-    """The recipe the module docstring gives for reproducing a run's bytes."""
-    return np.random.PCG64(seed).random_raw(-(-n // 8)).astype("<u8").tobytes()[:n]
 
 
 @pytest.mark.parametrize("sizes", [[1, 7, 8, 9, 1000, 3], [20480] * 3, [5, 0, 11, 64]])

@@ -10,15 +10,13 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from test_selection import reference_token
+from core_support import forced, make_sampler, reference_token
 from torch.overrides import TorchFunctionMode
 
-from qr_sampler import EntropySource, EntropyUnavailableError, FallbackEntropySource
+from qr_sampler import EntropyUnavailableError
 from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
-from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.sampling import selection
 from qr_sampler.sampling.sampler import QRSampler
-from qr_sampler.settings.config import QRSamplerConfig
 
 INF = float("inf")
 RECORD_KEYS = {
@@ -26,40 +24,6 @@ RECORD_KEYS = {
     "num_candidates", "temperature", "shannon_entropy", "entropy_source", "fallback",
     "fetch_ms", "total_ms", "config_hash", "tag",
 }  # fmt: skip
-
-
-class RecordingSource(EntropySource):
-    """A real source that keeps every byte it hands out, so tests can replay a step."""
-
-    name = "recording"
-
-    def __init__(self, fail: bool = False) -> None:
-        self.draws: list[bytes] = []
-        self.fail = fail
-
-    def get_random_bytes(self, n: int) -> bytes:
-        if self.fail:
-            raise EntropyUnavailableError("recording source switched off")
-        data = SystemEntropySource().get_random_bytes(n)
-        self.draws.append(data)
-        return data
-
-
-def make_sampler(tmp_path, fallback=True, fail=False, **settings):
-    source = RecordingSource(fail=fail)
-    config = QRSamplerConfig.load(env_file=str(tmp_path / "absent.env"), **settings)
-    wrapped = FallbackEntropySource(source, SystemEntropySource() if fallback else None)
-    return QRSampler(config=config, source=wrapped), source
-
-
-def forced(logits: torch.Tensor) -> list[int]:
-    """The token id of each forced row; checks the row is 0.0 there and -inf elsewhere."""
-    tokens = []
-    for row in logits:
-        assert (row == 0).sum() == 1
-        assert torch.isinf(row).sum() == row.numel() - 1
-        tokens.append(int((row == 0).nonzero()))
-    return tokens
 
 
 def test_one_draw_covers_every_active_row_and_skips_bypassed_ones(tmp_path):

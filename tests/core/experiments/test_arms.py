@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_prng import documented_stream
+from core_support import documented_stream
 
 from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
 from qr_sampler.errors import ConfigValidationError

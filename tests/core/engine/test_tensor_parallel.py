@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed
-from test_sampler import RecordingSource
+from core_support import RecordingSource
 
 from qr_sampler import EntropyUnavailableError, FallbackEntropySource, QRSamplerConfig
 from qr_sampler.engine.tensor_parallel import vllm_tensor_parallel_group
