@@ -19,8 +19,7 @@ import numpy as np
 
 from qr_sampler.plugins.registry import Registry, get_registry
 from qr_sampler.records.provenance import sha256_hex
-from qr_sampler.sampling.request_table import NUMERIC_FIELDS
-from qr_sampler.settings.config import SamplingOptions
+from qr_sampler.settings.config import NUMERIC_FIELDS, SamplingOptions
 
 #: Recomputed floats must agree to this relative tolerance: a few units in the last
 #: place, so another machine's libm may differ but no edited value passes.

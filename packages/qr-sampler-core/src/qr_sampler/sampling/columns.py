@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from qr_sampler.sampling.request_table import COLUMNS, NUMERIC_FIELDS, RequestTable
+from qr_sampler.sampling.request_table import COLUMNS, RequestTable
+from qr_sampler.settings.config import NUMERIC_FIELDS
 
 if TYPE_CHECKING:
     import torch

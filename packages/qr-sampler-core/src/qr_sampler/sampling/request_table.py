@@ -14,12 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from qr_sampler.records.provenance import Origin
-from qr_sampler.settings.config import SamplingOptions
+from qr_sampler.settings.config import NUMERIC_FIELDS, SamplingOptions
 
-#: Options the hot path needs as numbers, in column order.
-NUMERIC_FIELDS: tuple[str, ...] = tuple(
-    name for name, field in SamplingOptions.model_fields.items() if field.annotation in (int, float)
-)
 #: Named choices (plugin components, the experiment arm), stored as indices into
 #: the names each may take.
 CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy", "arm")

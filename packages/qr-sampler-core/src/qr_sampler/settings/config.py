@@ -115,6 +115,11 @@ class SamplingOptions(BaseModel):
 
 
 PER_REQUEST_FIELDS = frozenset(SamplingOptions.model_fields)
+#: The options an amplifier or a temperature strategy reads as numbers, in the order
+#: of the sampler's request table columns.
+NUMERIC_FIELDS: tuple[str, ...] = tuple(
+    name for name, field in SamplingOptions.model_fields.items() if field.annotation in (int, float)
+)
 
 
 class QRSamplerConfig(QRSettings, SamplingOptions):
