@@ -11,7 +11,6 @@ from typing import Any
 from qr_sampler.entropy.base import EntropySource, check_byte_count
 from qr_sampler.entropy.health import HealthTests
 from qr_sampler.errors import EntropyUnavailableError, HealthTestError
-from qr_sampler.sampling.sampler import QRSampler  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
