@@ -14,7 +14,7 @@ from vllm.config import DeviceConfig, VllmConfig
 from vllm.platforms import current_platform
 from vllm.utils import platform_utils
 
-from qr_sampler import vllm as adapter
+from qr_sampler.engine import processor as adapter
 from qr_sampler.plugins.registry import get_registry
 
 # The CUDA build of vLLM on a machine without a GPU resolves to a platform that
