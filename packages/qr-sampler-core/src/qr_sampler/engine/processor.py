@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qr_sampler.engine.emission import EmissionGate
+from qr_sampler.engine.runner_v2 import v2_rows
 from qr_sampler.engine.tensor_parallel import vllm_tensor_parallel_group
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.experiments.arms import ArmPolicy
@@ -209,25 +210,5 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         slots = np.asarray(ctx.idx_mapping_np, dtype=np.int64)
         if slots.shape[0] != logits.shape[0]:
             raise RuntimeError(SPECULATIVE_DECODING_UNSUPPORTED)
-        emitting, positions = self._v2_rows(slots, ctx)
+        emitting, positions = v2_rows(self.req_states, slots, ctx)
         return self.sampler.sample(logits, slots, emitting=emitting, positions=positions)
-
-    def _v2_rows(self, slots: np.ndarray, ctx: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """V2: which rows' samples vLLM keeps (the sequence reaches its prefill length),
-        and each row's index in its request's output (tokens visible to the one being
-        sampled, less the prompt; exact without speculative decoding, refused above)."""
-        seen = getattr(ctx, "seq_lens_upper_bound_np", None)
-        if seen is None:
-            return None, None
-        seen = np.asarray(seen[: len(slots)], dtype=np.int64)
-        prefill_len = _host_array(self.req_states, "prefill_len")
-        prompt_len = _host_array(self.req_states, "prompt_len")
-        kept = seen >= prefill_len[slots] if prefill_len is not None else None
-        positions = seen - prompt_len[slots] if prompt_len is not None else None
-        return kept, positions
-
-
-def _host_array(req_states: Any, name: str) -> np.ndarray | None:
-    """The host copy of one of Model Runner V2's per-slot request arrays, or ``None``
-    where the request state has none (records then count positions themselves)."""
-    return getattr(getattr(req_states, name, None), "np", None)
