@@ -78,11 +78,22 @@ def text(summary: dict[str, Any]) -> str:
                 + ("  FLAGGED" if pair["flagged"] else "")
             )
     for source, latency in summary["fetch_latency"].items():
-        lines.append(
-            f"fetch latency {source}: p50 {latency['p50_ms']:.3f} ms, "
-            f"p99 {latency['p99_ms']:.3f} ms over {latency['steps']} steps"
-        )
+        lines.append(f"fetch latency {source}: {_latency(latency)}")
+    by_arm = summary["fetch_latency_by_arm"]
+    if len(by_arm) > 1:
+        for arm, sources in by_arm.items():
+            for source, latency in sources.items():
+                lines.append(f"  arm {arm}, {source}: {_latency(latency)}")
     return "\n".join(lines)
+
+
+def _latency(latency: dict[str, Any]) -> str:
+    if latency["p50_ms"] is None:
+        return f"no fetch times in {latency['draws']} draws"
+    return (
+        f"p50 {latency['p50_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms "
+        f"over {latency['draws']} draws"
+    )
 
 
 def _number(value: float | None) -> str:
