@@ -113,7 +113,7 @@ def test_the_command_writes_a_self_contained_report_and_strict_json(tmp_path, ca
     assert summary["skipped_lines"] == 2
     page = (out / "report.html").read_text()
     images = page.split('src="data:image/png;base64,')[1:]
-    assert len(images) == 4
+    assert len(images) == 6
     for image in images:
         assert base64.b64decode(image.split('"')[0]).startswith(b"\x89PNG\r\n\x1a\n")
     assert "http" not in page  # nothing fetched from anywhere
