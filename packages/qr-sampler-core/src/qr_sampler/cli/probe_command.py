@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from qr_sampler.cli.output import print_json
+from qr_sampler.cli.output import flat_rows, print_json, print_table
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.environment import unknown_in_effect
@@ -29,7 +29,7 @@ def add_parser(commands: Any) -> None:
         help="draw from the configured entropy source and report latency",
         description="Build the source named by QR_ENTROPY_SOURCE_TYPE, draw from it COUNT "
         "times (without the fallback, so failures show), and print latency p50/p99, "
-        "throughput and the source's health. Refuses to probe when the configuration has "
+        "throughput and the source's health (a table; --json for machines). Refuses to probe when the configuration has "
         "an error `qr-sampler config` reports (unknown QR_* names included). Exits 2 if "
         "the configuration is wrong, QR_LOG_PATH cannot be written, or the source fails.",
     )
@@ -112,5 +112,6 @@ def run(args: argparse.Namespace) -> int:
             f"p99 {report['latency_ms_p99']:.3f} ms"
         )
         print(f"throughput:  {report['throughput_mb_s']:.1f} MB/s")
-        print(f"health:      {health}")
+        print("health:")
+        print_table(("  FIELD", "VALUE"), [(f"  {name}", value) for name, value in flat_rows(health)])
     return 0
