@@ -304,6 +304,57 @@ def test_probe_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert "MB/s" in out
 
 
+HEALTHY_PLUGIN = """
+from qr_sampler import EntropySource, hookimpl
+
+
+class Gauged(EntropySource):
+    name = "gauged"
+
+    def get_random_bytes(self, n):
+        return bytes(n)
+
+    def health_check(self):
+        return {
+            "source": "gauged",
+            "healthy": True,
+            "last_latency_ms": 0.123456789012345,
+            "breaker": {"state": "closed", "failures": 0, "opened_s": None},
+            "addresses": ["127.0.0.1:1", "127.0.0.1:2"],
+        }
+
+
+@hookimpl
+def register_entropy_sources(register):
+    register("gauged", Gauged)
+"""
+
+
+def test_probe_prints_health_as_a_table_and_json_keeps_the_values(
+    capsys: pytest.CaptureFixture[str],
+    install_plugin: InstallPlugin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    install_plugin("gauged", code=HEALTHY_PLUGIN)
+    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "gauged")
+    code, out, _ = run_cli(capsys, "probe", "--count", "2")
+    assert code == 0
+    health = out[out.index("health:\n") :].splitlines()[1:]
+    assert [line.split(None, 1) for line in health] == [
+        ["FIELD", "VALUE"],
+        ["source", "gauged"],
+        ["healthy", "true"],
+        ["last_latency_ms", "0.1235"],
+        ["breaker.state", "closed"],
+        ["breaker.failures", "0"],
+        ["breaker.opened_s", "-"],
+        ["addresses", "127.0.0.1:1, 127.0.0.1:2"],
+    ]
+    assert "{" not in out
+    code, report = run_json(capsys, "probe", "--count", "2", "--json")
+    assert report["health"]["last_latency_ms"] == 0.123456789012345
+
+
 def test_probe_of_an_unavailable_plugin_source_fails_with_exit_2(
     capsys: pytest.CaptureFixture[str],
     install_plugin: InstallPlugin,

@@ -40,7 +40,7 @@ def check_profile(profile: Profile, registry: Registry) -> Findings:
     values = read_env_file(path)
     found = Findings()
     unknown = unknown_variables([(path, values)], known_variables(registry))
-    missing = _uninstalled_sources(profile)
+    missing = _uninstalled_sources(profile) if unknown else []
     if missing:
         # Said first and once: names no typo explains are the missing package's settings.
         unexplained = [variable.name for variable in unknown if variable.suggestion is None]
