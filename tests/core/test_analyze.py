@@ -210,9 +210,7 @@ def test_records_without_arms_count_one_draw_per_step(tmp_path):
     assert latency["system"]["draws"] == N // 4
 
 
-def test_grouping_by_a_field_no_record_has_is_an_error_with_a_did_you_mean(
-    tmp_path, capsys
-):
+def test_grouping_by_a_field_no_record_has_is_an_error_with_a_did_you_mean(tmp_path, capsys):
     path = tmp_path / "arms.jsonl"
     two_arm_records(path)
     out = tmp_path / "out"

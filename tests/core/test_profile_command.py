@@ -522,8 +522,7 @@ def test_a_profile_needing_an_uninstalled_package_says_so_first_and_once(
     write_profile(
         repo,
         "vaulted",
-        "QR_ENTROPY_SOURCE_TYPE=vault\nQR_VAULT_ADDRESS=10.1.2.3:9\nQR_VAULT_API_KEY=\n"
-        "QR_TOPK=3\n",
+        "QR_ENTROPY_SOURCE_TYPE=vault\nQR_VAULT_ADDRESS=10.1.2.3:9\nQR_VAULT_API_KEY=\nQR_TOPK=3\n",
         "packages/qr-source-vault\n",
     )
     code, out, err = check(capsys, repo, "vaulted")

@@ -280,7 +280,9 @@ def _table(rows: Sequence[Sequence[str]], head: Sequence[str]) -> str:
 def _provenance(facts: dict[str, Any]) -> str:
     """The header: what was analysed, from which run, when and with what."""
     run = facts["run"]
-    tools = ", ".join(f"{name} {version or '?'}" for name, version in facts["analyzed_with"].items())
+    tools = ", ".join(
+        f"{name} {version or '?'}" for name, version in facts["analyzed_with"].items()
+    )
     about = [
         ("Model", run.get("model")),
         ("vLLM", run.get("vllm_version")),

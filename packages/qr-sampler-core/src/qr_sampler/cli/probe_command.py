@@ -29,8 +29,9 @@ def add_parser(commands: Any) -> None:
         help="draw from the configured entropy source and report latency",
         description="Build the source named by QR_ENTROPY_SOURCE_TYPE, draw from it COUNT "
         "times (without the fallback, so failures show), and print latency p50/p99, "
-        "throughput and the source's health (a table; --json for machines). Refuses to probe when the configuration has "
-        "an error `qr-sampler config` reports (unknown QR_* names included). Exits 2 if "
+        "throughput and the source's health (a table; --json for machines). Refuses to "
+        "probe when the configuration has an error `qr-sampler config` reports (unknown "
+        "QR_* names included). Exits 2 if "
         "the configuration is wrong, QR_LOG_PATH cannot be written, or the source fails.",
     )
     parser.add_argument(
@@ -113,5 +114,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"throughput:  {report['throughput_mb_s']:.1f} MB/s")
         print("health:")
-        print_table(("  FIELD", "VALUE"), [(f"  {name}", value) for name, value in flat_rows(health)])
+        print_table(
+            ("  FIELD", "VALUE"), [(f"  {name}", value) for name, value in flat_rows(health)]
+        )
     return 0

@@ -30,8 +30,8 @@ def add_parser(commands: Any) -> None:
         "REQUESTS requests decode TOKENS tokens each, in one batch, drawing from the "
         "configured entropy source, or from each arm under QR_ARMS (requests take the arms "
         "in turn unless QR_ARM_ASSIGNMENT=random). Every QR_* setting applies except where "
-        "records and bytes go: --out and --bytes. Then: qr-sampler verify OUT --bytes BYTES; "
-        "qr-sampler analyze OUT --by arm.",
+        "records and bytes go: --out and --bytes. Then: qr-sampler verify RECORDS --bytes FILE; "
+        "qr-sampler analyze RECORDS --by arm.",
     )
     parser.add_argument(
         "--out",
@@ -65,9 +65,7 @@ def add_parser(commands: Any) -> None:
         metavar="V",
         help=f"vocabulary size of the random logits, 1 to {MAX_VOCAB} (default 1000)",
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the random logits (default 0)"
-    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random logits (default 0)")
     parser.set_defaults(run=run)
 
 
