@@ -7,9 +7,12 @@ import base64
 import hashlib
 import json
 import math
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -253,3 +256,49 @@ def test_summary_and_report_say_what_they_report_on(tmp_path, capsys):
     header = page[: page.index("<pre>")]
     for shown in (str(first), facts["files"][0]["sha256"], "org/tiny", "abc123 (400 records)"):
         assert shown in header
+
+
+CHROMIUM = next(
+    (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None
+)
+WIDTH, HEIGHT = 1400, 4200
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="rendering report.html needs headless Chromium (Debian: apt-get install chromium)",
+)
+def test_the_report_reads_full_width_in_a_browser(tmp_path):
+    path = tmp_path / "arms.jsonl"
+    two_arm_records(path)
+    out = tmp_path / "out"
+    assert main(["analyze", str(path), "--by", "arm", "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert page.index("<table class='facts'>") < page.index("<figure>")
+    assert "<h2>QQ residuals with a 95% band</h2>" in page
+    assert page.count("<figcaption>") == 6
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",  # tests may run as root, where the sandbox refuses to start
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--window-size={WIDTH},{HEIGHT}",
+            f"--screenshot={screenshot}",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=90,
+        check=True,
+    )
+    image = plt.imread(screenshot)[..., :3]
+    assert image.shape[:2] == (HEIGHT, WIDTH)
+    ink = (image < 0.85).any(axis=2)
+    # The provenance header is the first thing on the page.
+    assert ink[: HEIGHT // 20].any()
+    # Below the tables the figures span the page, not half of it.
+    columns = np.flatnonzero(ink[HEIGHT // 4 :].any(axis=0))
+    assert columns[0] < 0.05 * WIDTH
+    assert columns[-1] > 0.95 * WIDTH
