@@ -42,6 +42,18 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
+def select_plugin(
+    install_plugin: InstallPlugin,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    *args: Any,
+    **kwargs: Any,
+) -> None:
+    """Install a plugin source and make it the configured one."""
+    install_plugin(name, *args, **kwargs)
+    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", name)
+
+
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     code, out, _ = run_cli(capsys, *argv)
     return code, json.loads(out)
@@ -335,8 +347,7 @@ def test_probe_prints_health_as_a_table_and_json_keeps_the_values(
     install_plugin: InstallPlugin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    install_plugin("gauged", code=HEALTHY_PLUGIN)
-    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "gauged")
+    select_plugin(install_plugin, monkeypatch, "gauged", code=HEALTHY_PLUGIN)
     code, out, _ = run_cli(capsys, "probe", "--count", "2")
     assert code == 0
     health = out[out.index("health:\n") :].splitlines()[1:]
@@ -360,8 +371,7 @@ def test_probe_of_an_unavailable_plugin_source_fails_with_exit_2(
     install_plugin: InstallPlugin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    install_plugin("down", "unavailable")
-    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "down")
+    select_plugin(install_plugin, monkeypatch, "down", "unavailable")
     code, out, err = run_cli(capsys, "probe", "--json")
     assert code == 2
     assert out == ""
@@ -374,8 +384,7 @@ def test_probe_catches_a_source_that_replies_short(
     install_plugin: InstallPlugin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    install_plugin("short", code=SHORT_REPLY_PLUGIN)
-    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "short")
+    select_plugin(install_plugin, monkeypatch, "short", code=SHORT_REPLY_PLUGIN)
     code, _, err = run_cli(capsys, "probe", "--bytes", "100")
     assert code == 2
     assert "entropy source 'short' failed: returned 50 bytes where 100 were asked for" in err

@@ -34,22 +34,31 @@ def add_parser(commands: Any) -> None:
         "QR_* names included). Exits 2 if "
         "the configuration is wrong, QR_LOG_PATH cannot be written, or the source fails.",
     )
-    parser.add_argument(
-        "--bytes",
-        type=whole_number_up_to(MAX_BYTES),
-        default=20480,
-        metavar="N",
-        help=f"bytes per draw, 1 to {MAX_BYTES} (default 20480, one token's worth)",
+    add_whole_number(
+        parser, "--bytes", "N", "bytes per draw", MAX_BYTES, 20480, "20480, one token's worth"
     )
-    parser.add_argument(
-        "--count",
-        type=whole_number_up_to(MAX_COUNT),
-        default=20,
-        metavar="K",
-        help=f"number of draws, 1 to {MAX_COUNT} (default 20)",
-    )
+    add_whole_number(parser, "--count", "K", "number of draws", MAX_COUNT, 20)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(run=run)
+
+
+def add_whole_number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    metavar: str,
+    what: str,
+    limit: int,
+    default: int,
+    default_text: str | None = None,
+) -> None:
+    """An option taking a whole number from 1 to ``limit``, its range in its help."""
+    parser.add_argument(
+        flag,
+        type=whole_number_up_to(limit),
+        default=default,
+        metavar=metavar,
+        help=f"{what}, 1 to {limit} (default {default_text or default})",
+    )
 
 
 def whole_number_up_to(limit: int) -> Callable[[str], int]:

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from qr_sampler.cli.probe_command import whole_number_up_to
+from qr_sampler.cli.probe_command import add_whole_number
 from qr_sampler.config import QRSamplerConfig
 from qr_sampler.errors import QRSamplerError
 
@@ -44,26 +44,10 @@ def add_parser(commands: Any) -> None:
         metavar="FILE",
         help="bytes archive to create, for verify (default RECORDS with .bytes added)",
     )
-    parser.add_argument(
-        "--requests",
-        type=whole_number_up_to(MAX_REQUESTS),
-        default=8,
-        metavar="R",
-        help=f"requests in the batch, 1 to {MAX_REQUESTS} (default 8)",
-    )
-    parser.add_argument(
-        "--tokens",
-        type=whole_number_up_to(MAX_TOKENS),
-        default=64,
-        metavar="T",
-        help=f"tokens per request, 1 to {MAX_TOKENS} (default 64)",
-    )
-    parser.add_argument(
-        "--vocab",
-        type=whole_number_up_to(MAX_VOCAB),
-        default=1000,
-        metavar="V",
-        help=f"vocabulary size of the random logits, 1 to {MAX_VOCAB} (default 1000)",
+    add_whole_number(parser, "--requests", "R", "requests in the batch", MAX_REQUESTS, 8)
+    add_whole_number(parser, "--tokens", "T", "tokens per request", MAX_TOKENS, 64)
+    add_whole_number(
+        parser, "--vocab", "V", "vocabulary size of the random logits", MAX_VOCAB, 1000
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random logits (default 0)")
     parser.set_defaults(run=run)
