@@ -69,7 +69,8 @@ class Registry:
     failures: list[PluginFailure] = field(default_factory=list)
 
 
-def _version(distribution: str) -> str | None:
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or None when it is not installed."""
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -105,7 +106,9 @@ def build_plugin_manager(registry: Registry) -> tuple[pluggy.PluginManager, dict
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     providers = {
-        BUILTIN_PLUGIN: Provider(BUILTIN_PLUGIN, CORE_DISTRIBUTION, _version(CORE_DISTRIBUTION))
+        BUILTIN_PLUGIN: Provider(
+            BUILTIN_PLUGIN, CORE_DISTRIBUTION, installed_version(CORE_DISTRIBUTION)
+        )
     }
     manager.register(builtins, name=BUILTIN_PLUGIN)
     allowed = _allowed_plugins()

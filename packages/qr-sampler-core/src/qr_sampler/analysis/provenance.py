@@ -7,12 +7,12 @@ command line that made it, which records were analysed, with which settings, and
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import platform
 from collections import Counter
 from typing import Any
 
 from qr_sampler.analysis.collect import RUN_FIELDS, Collection
+from qr_sampler.plugins import CORE_DISTRIBUTION, installed_version
 
 #: What stands for a fact the records do not hold.
 NOT_RECORDED = "not in these records"
@@ -32,9 +32,9 @@ def provenance(collection: Collection) -> dict[str, Any]:
         .replace(microsecond=0)
         .isoformat(),
         "analyzed_with": {
-            "qr_sampler_core": _version("qr-sampler-core"),
-            "numpy": _version("numpy"),
-            "scipy": _version("scipy"),
+            "qr_sampler_core": installed_version(CORE_DISTRIBUTION),
+            "numpy": installed_version("numpy"),
+            "scipy": installed_version("scipy"),
             "python": platform.python_version(),
         },
         "run": run,
@@ -54,10 +54,3 @@ def provenance(collection: Collection) -> dict[str, Any]:
             for facts in collection.files
         ],
     }
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
