@@ -82,6 +82,7 @@ def test_help_says_where_profiles_are_found(capsys: pytest.CaptureFixture[str]) 
         assert "--deployments DIR" in out
         assert "$QR_DEPLOYMENTS_DIR" in out
         assert "./deployments" in out
+        assert "any directory inside the repository works" in out
 
 
 def test_deployments_from_option_then_variable_then_working_directory(
