@@ -102,9 +102,9 @@ class FileFacts:
         if isinstance(other, dict):
             self.run.update({k: other[k] for k in RUN_FIELDS if other.get(k) is not None})
 
-    def finish(self, digest: Any) -> None:
+    def finish(self, sha256: str) -> None:
         status = os.stat(self.path)
-        self.sha256 = digest.hexdigest()
+        self.sha256 = sha256
         self.size_bytes = status.st_size
         self.modified = (
             datetime.datetime.fromtimestamp(status.st_mtime, datetime.timezone.utc)
@@ -179,7 +179,7 @@ def collect(paths: Iterable[str], by: str | None = None) -> Collection:
                     )
                 collection.sources[source] += 1
                 _add(collection, record, file_index)
-        facts.finish(digest)
+        facts.finish(digest.hexdigest())
     return collection
 
 

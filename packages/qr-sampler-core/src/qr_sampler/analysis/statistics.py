@@ -134,7 +134,7 @@ def analyse(collection: Collection, margin: float, alpha: float) -> dict[str, An
     }
 
 
-def latency_by_source(collection: Collection) -> dict[str, Floats]:
+def _by_source(collection: Collection) -> dict[str, Floats]:
     """Every draw's fetch time, per source whatever the arm."""
     per_source: dict[str, list[Floats]] = {}
     for (_, source), column in sorted(collection.fetch_ms.items()):
@@ -147,9 +147,7 @@ def _latency(collection: Collection) -> dict[str, dict[str, Any]]:
     per_arm: dict[str, dict[str, Any]] = {}
     for (arm, source), column in sorted(collection.fetch_ms.items()):
         per_arm.setdefault(arm, {})[source] = _percentiles(column.values())
-    per_source = {
-        source: _percentiles(values) for source, values in latency_by_source(collection).items()
-    }
+    per_source = {source: _percentiles(values) for source, values in _by_source(collection).items()}
     return {"per_source": per_source, "per_arm": per_arm}
 
 
