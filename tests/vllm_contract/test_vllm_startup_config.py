@@ -48,3 +48,22 @@ def test_a_missing_env_file_stops_the_engine_naming_it(
     with pytest.raises(ConfigValidationError, match="QR_ENV_FILE=") as caught:
         build()
     assert str(missing) in str(caught.value)
+
+
+def test_the_start_up_line_names_the_arms_sources_not_the_unused_single_source(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("QR_ARMS", "qrng=system,control=prng")
+    with caplog.at_level(logging.INFO, logger="qr_sampler"):
+        build()
+    (line,) = [r.getMessage() for r in caplog.records if "qr-sampler active" in r.getMessage()]
+    assert "arms qrng=system, control=prng, fallback system" in line
+    assert "entropy source" not in line
+
+
+def test_without_arms_the_start_up_line_names_the_one_source(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="qr_sampler"):
+        build()
+    assert "qr-sampler active (v1 runner): entropy source 'system', fallback" in caplog.text

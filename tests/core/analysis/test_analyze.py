@@ -4,11 +4,15 @@ real sampler writes."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -113,7 +117,7 @@ def test_the_command_writes_a_self_contained_report_and_strict_json(tmp_path, ca
     assert summary["skipped_lines"] == 2
     page = (out / "report.html").read_text()
     images = page.split('src="data:image/png;base64,')[1:]
-    assert len(images) == 4
+    assert len(images) == 6
     for image in images:
         assert base64.b64decode(image.split('"')[0]).startswith(b"\x89PNG\r\n\x1a\n")
     assert "http" not in page  # nothing fetched from anywhere
@@ -157,3 +161,144 @@ def test_records_written_by_the_real_sampler(tmp_path, capsys):
     assert summary["groups"]["x"]["tokens"] == 150
     assert sum(summary["overall"]["rank_counts"]) == 300
     assert 0 < summary["overall"]["mean_token_prob"] < 1
+
+
+def two_arm_records(path: Path) -> tuple[int, int]:
+    """Records of a two-arm batch as the sampler writes them: each step draws once per arm
+    (its fetch_ms on every record of that arm). Returns the draws from system and prng."""
+    lines = []
+    system = prng = 0
+    z = np.random.default_rng(21).standard_normal(400)
+    for step in range(1, 101):
+        for row in range(4):
+            arm = ("qrng", "control")[row % 2]
+            source = "prng" if arm == "control" else "system"
+            lines.append(
+                {
+                    "step": step,
+                    "row": row,
+                    "u": float(stats.norm.cdf(z[step * 4 + row - 4])),
+                    "z_score": float(z[step * 4 + row - 4]),
+                    "arm": arm,
+                    "entropy_source": source,
+                    "fallback": False,
+                    # Distinct per arm, so a draw credited to the wrong source shows.
+                    "fetch_ms": 9.0 if arm == "qrng" else 1.0,
+                    "config_hash": "abc123",
+                }
+            )
+        system, prng = system + 1, prng + 1
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return system, prng
+
+
+def test_fetch_latency_counts_each_arms_draw_once_per_source_and_per_arm(tmp_path):
+    path = tmp_path / "arms.jsonl"
+    system, prng = two_arm_records(path)
+    summary = analyse(path, by="arm")
+    assert summary["steps"] == 100
+    latency = summary["fetch_latency"]
+    assert (latency["system"]["draws"], latency["prng"]["draws"]) == (system, prng)
+    assert latency["system"]["p50_ms"] == 9.0
+    assert latency["prng"]["p99_ms"] == 1.0
+    by_arm = summary["fetch_latency_by_arm"]
+    assert by_arm["qrng"] == {"system": latency["system"]}
+    assert by_arm["control"] == {"prng": latency["prng"]}
+
+
+def test_records_without_arms_count_one_draw_per_step(tmp_path):
+    path = tmp_path / "plain.jsonl"
+    synthetic(path, {"a": 0.0}, seed=3)
+    latency = analyse(path, by=None)["fetch_latency"]
+    assert latency["system"]["draws"] == N // 4
+
+
+def test_grouping_by_a_field_no_record_has_is_an_error_with_a_did_you_mean(tmp_path, capsys):
+    path = tmp_path / "arms.jsonl"
+    two_arm_records(path)
+    out = tmp_path / "out"
+    assert main(["analyze", str(path), "--by", "arms", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--by arms: no record has this field; did you mean 'arm'?" in err
+    assert "(the records' fields: arm, config_hash, entropy_source," in err
+    assert not out.exists()
+    # A field some records have with no value is a group, not an error.
+    with path.open("a") as more:
+        more.write(json.dumps({"step": 101, "u": 0.5, "tag": None}) + "\n")
+    assert main(["analyze", str(path), "--by", "tag", "--out", str(out)]) == 0
+    assert "tag=(none): n=401" in capsys.readouterr().out
+
+
+def test_summary_and_report_say_what_they_report_on(tmp_path, capsys):
+    first, second = tmp_path / "run-1.jsonl", tmp_path / "run-2.jsonl"
+    two_arm_records(first)
+    synthetic(second, {"a": 0.0}, seed=4)
+    with second.open("a") as more:
+        # A run manifest line (no token): what the run says about itself is reported.
+        more.write(json.dumps({"model": "org/tiny", "vllm_version": "0.32.0"}) + "\n")
+    out = tmp_path / "out"
+    assert main(["analyze", str(first), str(second), "--out", str(out)]) == 0
+    facts = json.loads((out / "summary.json").read_text())["provenance"]
+    assert [f["path"] for f in facts["files"]] == [str(first), str(second)]
+    assert [f["records"] for f in facts["files"]] == [400, N]
+    assert facts["files"][1]["skipped_lines"] == 1
+    assert facts["files"][0]["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert facts["files"][0]["size_bytes"] == first.stat().st_size
+    assert facts["files"][0]["arms"] == {"qrng": 200, "control": 200}
+    assert facts["files"][0]["modified"].endswith("+00:00")
+    assert facts["config_hashes"] == {"None": N, "abc123": 400}
+    assert facts["run"]["model"] == "org/tiny"
+    assert facts["run"]["vllm_version"] == "0.32.0"
+    assert facts["run"]["qr_sampler_version"] is None
+    assert facts["analyzed_with"]["qr_sampler_core"]
+    assert facts["integrity"].startswith("not checked")
+    page = (out / "report.html").read_text()
+    header = page[: page.index("<pre>")]
+    for shown in (str(first), facts["files"][0]["sha256"], "org/tiny", "abc123 (400 records)"):
+        assert shown in header
+
+
+CHROMIUM = next(
+    (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None
+)
+WIDTH, HEIGHT = 1400, 4200
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="rendering report.html needs headless Chromium (Debian: apt-get install chromium)",
+)
+def test_the_report_reads_full_width_in_a_browser(tmp_path):
+    path = tmp_path / "arms.jsonl"
+    two_arm_records(path)
+    out = tmp_path / "out"
+    assert main(["analyze", str(path), "--by", "arm", "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert page.index("<table class='facts'>") < page.index("<figure>")
+    assert "<h2>QQ residuals with a 95% band</h2>" in page
+    assert page.count("<figcaption>") == 6
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",  # tests may run as root, where the sandbox refuses to start
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--window-size={WIDTH},{HEIGHT}",
+            f"--screenshot={screenshot}",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=90,
+        check=True,
+    )
+    image = plt.imread(screenshot)[..., :3]
+    assert image.shape[:2] == (HEIGHT, WIDTH)
+    ink = (image < 0.85).any(axis=2)
+    # The provenance header is the first thing on the page.
+    assert ink[: HEIGHT // 20].any()
+    # Below the tables the figures span the page, not half of it.
+    columns = np.flatnonzero(ink[HEIGHT // 4 :].any(axis=0))
+    assert columns[0] < 0.05 * WIDTH
+    assert columns[-1] > 0.95 * WIDTH

@@ -42,6 +42,18 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
+def select_plugin(
+    install_plugin: InstallPlugin,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    *args: Any,
+    **kwargs: Any,
+) -> None:
+    """Install a plugin source and make it the configured one."""
+    install_plugin(name, *args, **kwargs)
+    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", name)
+
+
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     code, out, _ = run_cli(capsys, *argv)
     return code, json.loads(out)
@@ -304,13 +316,62 @@ def test_probe_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert "MB/s" in out
 
 
+HEALTHY_PLUGIN = """
+from qr_sampler import EntropySource, hookimpl
+
+
+class Gauged(EntropySource):
+    name = "gauged"
+
+    def get_random_bytes(self, n):
+        return bytes(n)
+
+    def health_check(self):
+        return {
+            "source": "gauged",
+            "healthy": True,
+            "last_latency_ms": 0.123456789012345,
+            "breaker": {"state": "closed", "failures": 0, "opened_s": None},
+            "addresses": ["127.0.0.1:1", "127.0.0.1:2"],
+        }
+
+
+@hookimpl
+def register_entropy_sources(register):
+    register("gauged", Gauged)
+"""
+
+
+def test_probe_prints_health_as_a_table_and_json_keeps_the_values(
+    capsys: pytest.CaptureFixture[str],
+    install_plugin: InstallPlugin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    select_plugin(install_plugin, monkeypatch, "gauged", code=HEALTHY_PLUGIN)
+    code, out, _ = run_cli(capsys, "probe", "--count", "2")
+    assert code == 0
+    health = out[out.index("health:\n") :].splitlines()[1:]
+    assert [line.split(None, 1) for line in health] == [
+        ["FIELD", "VALUE"],
+        ["source", "gauged"],
+        ["healthy", "true"],
+        ["last_latency_ms", "0.1235"],
+        ["breaker.state", "closed"],
+        ["breaker.failures", "0"],
+        ["breaker.opened_s", "-"],
+        ["addresses", "127.0.0.1:1, 127.0.0.1:2"],
+    ]
+    assert "{" not in out
+    code, report = run_json(capsys, "probe", "--count", "2", "--json")
+    assert report["health"]["last_latency_ms"] == 0.123456789012345
+
+
 def test_probe_of_an_unavailable_plugin_source_fails_with_exit_2(
     capsys: pytest.CaptureFixture[str],
     install_plugin: InstallPlugin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    install_plugin("down", "unavailable")
-    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "down")
+    select_plugin(install_plugin, monkeypatch, "down", "unavailable")
     code, out, err = run_cli(capsys, "probe", "--json")
     assert code == 2
     assert out == ""
@@ -323,8 +384,7 @@ def test_probe_catches_a_source_that_replies_short(
     install_plugin: InstallPlugin,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    install_plugin("short", code=SHORT_REPLY_PLUGIN)
-    monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "short")
+    select_plugin(install_plugin, monkeypatch, "short", code=SHORT_REPLY_PLUGIN)
     code, _, err = run_cli(capsys, "probe", "--bytes", "100")
     assert code == 2
     assert "entropy source 'short' failed: returned 50 bytes where 100 were asked for" in err

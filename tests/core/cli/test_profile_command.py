@@ -6,6 +6,7 @@ profiles, which need qr-source-grpc, are checked in tests/deployments.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -81,6 +82,7 @@ def test_help_says_where_profiles_are_found(capsys: pytest.CaptureFixture[str]) 
         assert "--deployments DIR" in out
         assert "$QR_DEPLOYMENTS_DIR" in out
         assert "./deployments" in out
+        assert "any directory inside the repository works" in out
 
 
 def test_deployments_from_option_then_variable_then_working_directory(
@@ -484,20 +486,94 @@ def test_from_assignments_reads_neither_environment_nor_dotenv(
     assert (config.top_k, config.top_p, config.fixed_temperature) == (0, 1.0, 0.2)
 
 
-def test_names_of_a_source_not_installed_here_point_at_the_missing_package(
-    capsys: pytest.CaptureFixture[str], repo: Path
+# A source installed here whose settings share their last words with another source's.
+MYSOURCE_PLUGIN = """
+from pydantic_settings import SettingsConfigDict
+
+from qr_sampler import EntropySource, QRSettings, hookimpl
+
+
+class MySourceSettings(QRSettings):
+    model_config = SettingsConfigDict(env_prefix="QR_MYSOURCE_")
+    secret_fields = frozenset({"api_key"})
+
+    api_key: str = ""
+    server_address: str = "127.0.0.1:1"
+
+
+class MySource(EntropySource):
+    name = "mysource"
+
+    def get_random_bytes(self, n):
+        return bytes(n)
+
+
+@hookimpl
+def register_entropy_sources(register):
+    register("mysource", MySource, settings=(MySourceSettings,))
+"""
+
+
+def test_a_profile_needing_an_uninstalled_package_says_so_first_and_once(
+    capsys: pytest.CaptureFixture[str], repo: Path, install_plugin: InstallPlugin
 ) -> None:
-    # qr-source-vault exists in the repository but is not installed in this environment.
+    # qr-source-vault exists in the repository but is not installed in this environment;
+    # another source, installed, has names like the vault's (QR_MYSOURCE_API_KEY).
+    install_plugin("mysource", code=MYSOURCE_PLUGIN)
     write_profile(
         repo,
         "vaulted",
-        "QR_ENTROPY_SOURCE_TYPE=vault\nQR_VAULT_ADDRESS=10.1.2.3:9\n",
+        "QR_ENTROPY_SOURCE_TYPE=vault\nQR_VAULT_ADDRESS=10.1.2.3:9\nQR_VAULT_API_KEY=\nQR_TOPK=3\n",
         "packages/qr-source-vault\n",
     )
-    code, _, err = check(capsys, repo, "vaulted")
+    code, out, err = check(capsys, repo, "vaulted")
+    errors = err.splitlines()
     assert code == 1
-    assert "unknown variable QR_VAULT_ADDRESS" in err
-    assert (
-        "lists packages/qr-source-vault, not installed here, so the settings it reads are "
-        "unknown to this check: pip install packages/qr-source-vault and check again"
-    ) in err
+    assert errors[0] == (
+        "error: profile vaulted needs packages/qr-source-vault "
+        f"({repo / 'deployments' / 'vaulted' / 'sources.txt'}), not installed here: "
+        f"pip install {os.path.relpath(repo / 'packages' / 'qr-source-vault')}, then check "
+        "again; until then its settings here (QR_VAULT_ADDRESS, QR_VAULT_API_KEY) cannot be "
+        "checked"
+    )
+    assert sum("not installed" in line for line in errors) == 1
+    assert "MYSOURCE" not in err
+    # A typo of a known name is still one, after the package line.
+    env_file = repo / "deployments" / "vaulted" / ".env"
+    assert errors[1] == f"error: unknown variable QR_TOPK ({env_file}); did you mean QR_TOP_K?"
+    assert out == "vaulted: 2 error(s)\n"
+
+
+def test_a_misspelt_source_word_still_gets_a_did_you_mean(
+    capsys: pytest.CaptureFixture[str], repo: Path, install_plugin: InstallPlugin
+) -> None:
+    install_plugin("mysource", code=MYSOURCE_PLUGIN)
+    write_profile(repo, "typo", "QR_MYSORCE_API_KEY=\n")
+    code, _, err = check(capsys, repo, "typo")
+    assert code == 1
+    assert "unknown variable QR_MYSORCE_API_KEY" in err
+    assert err.rstrip().endswith("did you mean QR_MYSOURCE_API_KEY?")
+
+
+def test_a_profile_is_found_from_any_folder_inside_the_repository(
+    capsys: pytest.CaptureFixture[str], repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_profile(repo, "lab", "")
+    (repo / ".git").mkdir()
+    monkeypatch.chdir(repo / "packages" / "qr-source-vault")
+    code, out, _ = run_cli(capsys, "profile", "check", "lab")
+    assert (code, out) == (0, "lab: ok\n")
+    code, out, _ = run_cli(capsys, "profile", "list")
+    assert (code, out.splitlines()[1].split()[0]) == (0, "lab")
+
+
+def test_outside_a_repository_only_the_working_directory_counts(
+    capsys: pytest.CaptureFixture[str], repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No .git: a deployments folder above the working directory may belong to anything.
+    write_profile(repo, "lab", "")
+    monkeypatch.chdir(repo / "packages")
+    code, _, err = run_cli(capsys, "profile", "list")
+    assert code == 2
+    assert "no deployments folder at deployments" in err
+    assert "run from inside the repository" in err

@@ -199,6 +199,45 @@ def test_verify_reports_records_it_cannot_check(honest, tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_verify_says_in_words_what_a_line_that_is_no_record_is(honest, tmp_path, capsys):
+    log, archive, _ = honest
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("Traceback (most recent call last):\n[1, 2]\n" + log.read_text())
+    assert main(["verify", str(broken), "--bytes", str(archive)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (
+        "line 1: (line): expected a JSON record, found text that is not JSON (expecting "
+        "value at column 1: 'Traceback (most recent call last):'); a records file holds "
+        "one JSON object per line"
+    )
+    assert out[1] == "line 2: (line): expected a JSON record (an object), found a JSON array"
+
+
+def test_verify_against_a_short_archive_summarizes_after_the_first_mismatches(
+    honest, tmp_path, capsys
+):
+    log, archive, _ = honest
+    short = tmp_path / "short.bytes"
+    first = records_of(log)[0]
+    # Only the first record's bytes: every later record points past the end.
+    short.write_bytes(archive.read_bytes()[: int(first["sample_count"])])  # type: ignore[call-overload]
+    assert main(["verify", str(log), "--bytes", str(short), "--show", "3"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    later = STEPS * 3 - 1
+    assert len(out) == 3 + 3
+    assert out[0].startswith("line 2: bytes_offset: expected bytes ")
+    assert out[0].endswith(
+        f"in the archive, found an archive of {short.stat().st_size} bytes (cut short, or "
+        "not this run's QR_BYTES_PATH?)"
+    )
+    assert out[3] == f"... and {later - 3} more (--show 0 prints them all)"
+    assert out[4] == f"mismatches by field: bytes_offset {later}"
+    assert out[5].startswith(f"checked {STEPS * 3} record(s) against {short}: {later} mismatch")
+    # The default shows 20; --show 0 shows every one.
+    assert main(["verify", str(log), "--bytes", str(short), "--show", "0"]) == 1
+    assert capsys.readouterr().out.count("bytes_offset: expected") == later
+
+
 def test_verify_without_bytes_skips_amplifiers_that_need_them(honest, install_plugin):
     install_plugin(
         "opaque",

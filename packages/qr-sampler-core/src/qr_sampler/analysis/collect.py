@@ -6,8 +6,11 @@ so a million records take about 16 MB whatever their size on disk.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,15 +64,73 @@ class Group:
         return int(self.ranks.sum())
 
 
+#: What a run manifest says about the run, when a records file holds one (a JSON line
+#: that is not a token record); token records themselves do not carry these.
+RUN_FIELDS = ("model", "vllm_version", "qr_sampler_version", "started_at", "host")
+
+
+@dataclass
+class FileFacts:
+    """What one input file is: where it is, its digest, and what its records say."""
+
+    path: str
+    records: int = 0
+    skipped_lines: int = 0
+    sha256: str = ""
+    size_bytes: int = 0
+    modified: str = ""
+    config_hashes: Counter[str] = field(default_factory=Counter)
+    arms: Counter[str] = field(default_factory=Counter)
+    #: The fields of the file's first record: what ``--by`` can name.
+    fields: tuple[str, ...] = ()
+    run: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, record: dict[str, Any]) -> None:
+        if not self.records:
+            self.fields = tuple(record)
+        self.records += 1
+        self.config_hashes[str(record.get("config_hash"))] += 1
+        self.arms[_label(record.get("arm"))] += 1
+
+    def note(self, line: bytes) -> None:
+        """A line that is not a token record: skipped, unless it describes the run."""
+        self.skipped_lines += bool(line.strip())
+        try:
+            other = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(other, dict):
+            self.run.update({k: other[k] for k in RUN_FIELDS if other.get(k) is not None})
+
+    def finish(self, sha256: str) -> None:
+        status = os.stat(self.path)
+        self.sha256 = sha256
+        self.size_bytes = status.st_size
+        self.modified = (
+            datetime.datetime.fromtimestamp(status.st_mtime, datetime.timezone.utc)
+            .replace(microsecond=0)
+            .isoformat()
+        )
+
+
 @dataclass
 class Collection:
     by: str | None
     groups: dict[str, Group] = field(default_factory=dict)
     steps: int = 0
     sources: Counter[str] = field(default_factory=Counter)
-    #: Fetch latency, once per engine step (every record of a step shares its draw).
-    fetch_ms: dict[str, Column] = field(default_factory=dict)
+    #: Fetch latency by (arm, source), once per draw: a step draws once per arm, and
+    #: every record of that arm in that step carries the same draw's ``fetch_ms``.
+    fetch_ms: dict[tuple[str, str], Column] = field(default_factory=dict)
     skipped_lines: int = 0
+    #: Per input file: its records (token lines) and what they say about the run.
+    files: list[FileFacts] = field(default_factory=list)
+    #: Records that have the ``by`` field at all (a value of null counts).
+    by_present: int = 0
+
+    @property
+    def fields(self) -> set[str]:
+        return {name for facts in self.files for name in facts.fields}
 
     @property
     def total(self) -> Group:
@@ -90,30 +151,42 @@ def collect(paths: Iterable[str], by: str | None = None) -> Collection:
     """Read every record of ``paths`` once; ``by`` names the record field to group on."""
     collection = Collection(by)
     for file_index, path in enumerate(paths):
+        facts = FileFacts(path)
+        collection.files.append(facts)
         previous_step: Any = _NO_STEP
-        with open(path, encoding="utf-8") as lines:
+        step_arms: set[str] = set()
+        digest = hashlib.sha256()
+        with open(path, "rb") as lines:
             for line in lines:
+                digest.update(line)
                 record = _parse(line)
                 if record is None:
                     collection.skipped_lines += bool(line.strip())
+                    facts.note(line)
                     continue
+                facts.add(record)
                 step = record.get("step")
                 source = str(record.get("entropy_source"))
                 if step != previous_step:
                     collection.steps += 1
                     previous_step = step
-                    collection.fetch_ms.setdefault(source, Column()).append(
+                    step_arms.clear()
+                arm = _label(record.get("arm"))
+                if arm not in step_arms:
+                    step_arms.add(arm)
+                    collection.fetch_ms.setdefault((arm, source), Column()).append(
                         float(record.get("fetch_ms", math.nan))
                     )
                 collection.sources[source] += 1
                 _add(collection, record, file_index)
+        facts.finish(digest.hexdigest())
     return collection
 
 
-def _parse(line: str) -> dict[str, Any] | None:
+def _parse(line: bytes) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or not UTF-8
         return None
     if not isinstance(record, dict) or not isinstance(record.get("u"), (int, float)):
         return None
@@ -121,7 +194,10 @@ def _parse(line: str) -> dict[str, Any] | None:
 
 
 def _add(collection: Collection, record: dict[str, Any], file_index: int) -> None:
-    key = "all" if collection.by is None else _label(record.get(collection.by))
+    key = "all"
+    if collection.by is not None:
+        key = _label(record.get(collection.by))
+        collection.by_present += collection.by in record
     group = collection.groups.get(key)
     if group is None:
         group = collection.groups[key] = Group()

@@ -8,6 +8,7 @@ import io
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from qr_sampler.analysis.collect import RANK_BUCKETS, Collection
+from qr_sampler.analysis.provenance import NOT_RECORDED
 from qr_sampler.analysis.statistics import CHI_SQUARE_BINS
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:1.5em 2em;max-width:none}"
+    "table{border-collapse:collapse;margin:0.5em 0;font-size:0.9em}"
+    "td,th{border:1px solid #999;padding:3px 8px;text-align:left;vertical-align:top}"
+    ".facts th{background:#eee;white-space:nowrap}td{overflow-wrap:anywhere}"
+    "figure{margin:1.5em 0}figure img{display:block;width:100%;height:auto}"
+    "figcaption{color:#444;font-size:0.9em;margin-top:0.3em}"
+)
+#: Every figure spans the page: wide and short, read one per row.
+_WIDE = (12, 3.6)
 
 #: Points per plotted line: enough for the eye, small enough for the page.
 _PLOT_POINTS = 2000
@@ -31,12 +44,50 @@ def write(collection: Collection, summary: dict[str, Any], out: Path) -> None:
         json.dumps(_finite(summary), indent=2, allow_nan=False) + "\n", encoding="utf-8"
     )
     figures = [
-        ("Distribution of u", _histogram(collection)),
-        ("QQ plot of u against U(0, 1)", _qq(collection)),
-        ("Cumulative deviation of z with its 95% envelope", _cumulative(collection)),
-        ("Token rank distribution", _ranks(collection)),
+        Figure(
+            "Distribution of u",
+            "Histogram of u per group in 20 bins; a uniform u follows the dashed line.",
+            _histogram(collection),
+        ),
+        Figure(
+            "QQ plot of u against U(0, 1)",
+            "Empirical quantiles of u against those of U(0, 1); deviations small against "
+            "the unit square are easier to see in the residual plot below.",
+            _qq(collection),
+        ),
+        Figure(
+            "QQ residuals with a 95% band",
+            "Empirical minus expected quantile of u. The shaded band is the pointwise 95% "
+            "range for a uniform sample of the group's size, +-1.96 sqrt(p(1-p)/n); a "
+            "curve leaving it at many adjacent p is a real departure.",
+            _qq_residuals(collection),
+        ),
+        Figure(
+            "Cumulative deviation of z with its 95% envelope",
+            "Running sum of z in record order; under the null it stays within +-1.96 sqrt(n) "
+            "95% of the time at any one n.",
+            _cumulative(collection),
+        ),
+        Figure(
+            "Token rank distribution",
+            "Share of tokens by the rank of the chosen token in the probability order.",
+            _ranks(collection),
+        ),
+        Figure(
+            "Entropy fetch latency",
+            "Cumulative distribution of fetch time per arm and source, one point per draw "
+            "(a step draws once per arm).",
+            _latency_plot(collection),
+        ),
     ]
     (out / "report.html").write_text(_html(summary, figures), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Figure:
+    title: str
+    caption: str
+    png: str
 
 
 def text(summary: dict[str, Any]) -> str:
@@ -78,11 +129,22 @@ def text(summary: dict[str, Any]) -> str:
                 + ("  FLAGGED" if pair["flagged"] else "")
             )
     for source, latency in summary["fetch_latency"].items():
-        lines.append(
-            f"fetch latency {source}: p50 {latency['p50_ms']:.3f} ms, "
-            f"p99 {latency['p99_ms']:.3f} ms over {latency['steps']} steps"
-        )
+        lines.append(f"fetch latency {source}: {_latency(latency)}")
+    by_arm = summary["fetch_latency_by_arm"]
+    if len(by_arm) > 1:
+        for arm, sources in by_arm.items():
+            for source, latency in sources.items():
+                lines.append(f"  arm {arm}, {source}: {_latency(latency)}")
     return "\n".join(lines)
+
+
+def _latency(latency: dict[str, Any]) -> str:
+    if latency["p50_ms"] is None:
+        return f"no fetch times in {latency['draws']} draws"
+    return (
+        f"p50 {latency['p50_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms "
+        f"over {latency['draws']} draws"
+    )
 
 
 def _number(value: float | None) -> str:
@@ -102,13 +164,13 @@ def _finite(value: Any) -> Any:
 
 def _png(figure: Any) -> str:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _histogram(collection: Collection) -> str:
-    figure, axes = plt.subplots(figsize=(7, 3.5))
+    figure, axes = plt.subplots(figsize=_WIDE)
     for name, group in collection.groups.items():
         axes.hist(
             group.u.values(),
@@ -125,7 +187,7 @@ def _histogram(collection: Collection) -> str:
 
 
 def _qq(collection: Collection) -> str:
-    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    figure, axes = plt.subplots(figsize=(12, 5))
     levels = np.linspace(0, 1, min(_PLOT_POINTS, 1001))
     for name, group in collection.groups.items():
         u = group.u.values()
@@ -137,8 +199,42 @@ def _qq(collection: Collection) -> str:
     return _png(figure)
 
 
+def _qq_residuals(collection: Collection) -> str:
+    figure, axes = plt.subplots(figsize=_WIDE)
+    levels = np.linspace(0, 1, min(_PLOT_POINTS, 1001))
+    for name, group in collection.groups.items():
+        u = group.u.values()
+        if not u.size:
+            continue
+        (line,) = axes.plot(levels, np.quantile(u, levels) - levels, linewidth=1, label=name)
+        band = 1.96 * np.sqrt(levels * (1 - levels) / u.size)
+        axes.fill_between(levels, -band, band, color=line.get_color(), alpha=0.15)
+    axes.axhline(0, color="black", linewidth=0.5)
+    axes.set(xlabel="p (U(0,1) quantile)", ylabel="u quantile - p", xlim=(0, 1))
+    axes.legend(fontsize="small")
+    return _png(figure)
+
+
+def _latency_plot(collection: Collection) -> str:
+    figure, axes = plt.subplots(figsize=_WIDE)
+    for (arm, source), column in sorted(collection.fetch_ms.items()):
+        values = np.sort(column.values())
+        values = values[np.isfinite(values) & (values > 0)]
+        if not values.size:
+            continue
+        every = max(1, values.size // _PLOT_POINTS)
+        share = np.arange(1, values.size + 1) / values.size
+        label = source if arm == "(none)" else f"{arm}: {source}"
+        axes.step(values[::every], share[::every], where="post", label=label)
+    axes.set_xscale("log")
+    axes.set(xlabel="fetch time per draw (ms, log scale)", ylabel="share of draws", ylim=(0, 1))
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize="small")
+    return _png(figure)
+
+
 def _cumulative(collection: Collection) -> str:
-    figure, axes = plt.subplots(figsize=(7, 3.5))
+    figure, axes = plt.subplots(figsize=_WIDE)
     longest = 0
     for name, group in collection.groups.items():
         z = group.z.values()
@@ -160,7 +256,7 @@ def _cumulative(collection: Collection) -> str:
 
 
 def _ranks(collection: Collection) -> str:
-    figure, axes = plt.subplots(figsize=(7, 3.5))
+    figure, axes = plt.subplots(figsize=_WIDE)
     names = list(collection.groups)
     width = 0.8 / max(1, len(names))
     positions = np.arange(RANK_BUCKETS + 1)
@@ -181,7 +277,47 @@ def _table(rows: Sequence[Sequence[str]], head: Sequence[str]) -> str:
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def _html(summary: dict[str, Any], figures: list[tuple[str, str]]) -> str:
+def _provenance(facts: dict[str, Any]) -> str:
+    """The header: what was analysed, from which run, when and with what."""
+    run = facts["run"]
+    tools = ", ".join(
+        f"{name} {version or '?'}" for name, version in facts["analyzed_with"].items()
+    )
+    about = [
+        ("Model", run.get("model")),
+        ("vLLM", run.get("vllm_version")),
+        ("qr-sampler (run)", run.get("qr_sampler_version")),
+        ("Run started", run.get("started_at")),
+        (
+            "Settings hash (config_hash)",
+            ", ".join(f"{h} ({n} records)" for h, n in facts["config_hashes"].items()),
+        ),
+        ("Record integrity", facts["integrity"]),
+        ("Analysed", f"{facts['analyzed_at']} with {tools}"),
+    ]
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value or NOT_RECORDED))}</td></tr>"
+        for name, value in about
+    )
+    files = _table(
+        [
+            (
+                f["path"],
+                str(f["records"]),
+                str(f["skipped_lines"]),
+                ", ".join(f"{arm} ({n})" for arm, n in f["arms"].items()),
+                f"{f['size_bytes']:,}",
+                f["modified"],
+                f["sha256"],
+            )
+            for f in facts["files"]
+        ],
+        ("input file", "records", "skipped lines", "arms", "bytes", "modified (UTC)", "SHA-256"),
+    )
+    return f"<section class='provenance'><table class='facts'>{rows}</table>{files}</section>"
+
+
+def _html(summary: dict[str, Any], figures: list[Figure]) -> str:
     groups = [
         (
             name,
@@ -210,9 +346,10 @@ def _html(summary: dict[str, Any], figures: list[tuple[str, str]]) -> str:
         for p in summary["pairs"]
     ]
     images = "".join(
-        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" '
-        f'src="data:image/png;base64,{data}">'
-        for title, data in figures
+        f'<figure><h2>{html.escape(f.title)}</h2><img alt="{html.escape(f.title)}" '
+        f'src="data:image/png;base64,{f.png}"><figcaption>{html.escape(f.caption)}'
+        "</figcaption></figure>"
+        for f in figures
     )
     comparison = (
         "<h2>Pairwise comparisons</h2>"
@@ -233,10 +370,10 @@ def _html(summary: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>qr-sampler analysis</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #999;padding:3px 8px}img{max-width:100%}</style></head><body>"
+        f"<style>{_STYLE}</style></head><body>"
         "<h1>qr-sampler analysis</h1>"
-        f"<pre>{html.escape(text(summary))}</pre>"
+        + _provenance(summary["provenance"])
+        + f"<pre>{html.escape(text(summary))}</pre>"
         f"<p>Flags at alpha = {summary['alpha']}; grouped by "
         f"{html.escape(str(summary['grouped_by']))}.</p>"
         "<h2>Groups</h2>"

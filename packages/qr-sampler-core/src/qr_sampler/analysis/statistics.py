@@ -11,6 +11,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from qr_sampler.analysis.collect import Collection, Group
+from qr_sampler.analysis.provenance import provenance
 
 Floats = npt.NDArray[np.float64]
 
@@ -112,15 +113,9 @@ def analyse(collection: Collection, margin: float, alpha: float) -> dict[str, An
         for a, b in itertools.combinations(sorted(arrays), 2)
         if min(arrays[a][0].size, arrays[b][0].size) > 1
     ]
-    latency = {
-        source: {
-            "steps": int(values.size),
-            "p50_ms": float(np.nanpercentile(values, 50)),
-            "p99_ms": float(np.nanpercentile(values, 99)),
-        }
-        for source, values in ((s, c.values()) for s, c in collection.fetch_ms.items())
-    }
+    latency = _latency(collection)
     return {
+        "provenance": provenance(collection),
         "grouped_by": collection.by,
         "alpha": alpha,
         "tost_margin_z": margin,
@@ -134,5 +129,32 @@ def analyse(collection: Collection, margin: float, alpha: float) -> dict[str, An
         "overall": {**describe(total, all_z), "uniformity": uniformity(all_u, alpha)},
         "groups": groups,
         "pairs": pairs,
-        "fetch_latency": latency,
+        "fetch_latency": latency["per_source"],
+        "fetch_latency_by_arm": latency["per_arm"],
+    }
+
+
+def _by_source(collection: Collection) -> dict[str, Floats]:
+    """Every draw's fetch time, per source whatever the arm."""
+    per_source: dict[str, list[Floats]] = {}
+    for (_, source), column in sorted(collection.fetch_ms.items()):
+        per_source.setdefault(source, []).append(column.values())
+    return {source: np.concatenate(parts) for source, parts in per_source.items()}
+
+
+def _latency(collection: Collection) -> dict[str, dict[str, Any]]:
+    """p50/p99 of fetch time per source, and per source within each arm, each draw once."""
+    per_arm: dict[str, dict[str, Any]] = {}
+    for (arm, source), column in sorted(collection.fetch_ms.items()):
+        per_arm.setdefault(arm, {})[source] = _percentiles(column.values())
+    per_source = {source: _percentiles(values) for source, values in _by_source(collection).items()}
+    return {"per_source": per_source, "per_arm": per_arm}
+
+
+def _percentiles(values: Floats) -> dict[str, Any]:
+    known = values[np.isfinite(values)]
+    return {
+        "draws": int(values.size),
+        "p50_ms": float(np.percentile(known, 50)) if known.size else None,
+        "p99_ms": float(np.percentile(known, 99)) if known.size else None,
     }

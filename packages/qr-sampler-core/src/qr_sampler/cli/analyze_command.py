@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from qr_sampler.errors import QRSamplerError
+from qr_sampler.settings.names import did_you_mean
 
 EXTRA_HINT = (
     "qr-sampler analyze needs the analysis extra (scipy, matplotlib): "
@@ -57,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
         raise QRSamplerError(f"cannot read {exc.filename}: {exc.strerror}") from None
     if not collection.groups:
         raise QRSamplerError("no token records found in " + ", ".join(args.records))
+    if args.by is not None and not collection.by_present:
+        fields = collection.fields
+        raise QRSamplerError(
+            f"--by {args.by}: no record has this field{did_you_mean(args.by, fields)} "
+            f"(the records' fields: {', '.join(sorted(fields))})"
+        )
     summary = statistics.analyse(collection, margin, alpha)
     out = Path(args.out)
     report.write(collection, summary, out)

@@ -1,5 +1,6 @@
 """``qr-sampler``: inspect sources, check configuration, probe the entropy source,
-manage deployment profiles and scaffold new source packages."""
+manage deployment profiles, scaffold new source packages, and check, analyse or
+simulate token records."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from qr_sampler.cli import (
     config_command,
     probe_command,
     profile_command,
+    simulate_command,
     source_command,
     sources_command,
     verify_command,
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         verify_command,
         analyze_command,
         calibrate_command,
+        simulate_command,
     ):
         module.add_parser(commands)
     return parser

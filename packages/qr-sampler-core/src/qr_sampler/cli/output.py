@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -26,3 +26,26 @@ def setting_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
+
+
+def flat_rows(value: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """A nested mapping as (dotted name, readable value) rows, for a two-column table."""
+    rows: list[tuple[str, str]] = []
+    for name, item in value.items():
+        if isinstance(item, Mapping) and item:
+            rows += flat_rows(item, f"{prefix}{name}.")
+        else:
+            rows.append((f"{prefix}{name}", readable(item)))
+    return rows
+
+
+def readable(value: Any) -> str:
+    """A value for people: ``true``, ``1.235`` rather than ``1.2345678901234``, lists joined."""
+    if isinstance(value, float):
+        # Four significant digits are more than a latency or a rate can mean.
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(readable(item) for item in value) or "-"
+    if isinstance(value, Mapping):
+        return "-"
+    return setting_text(value) or "-"

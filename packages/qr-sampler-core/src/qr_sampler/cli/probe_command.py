@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from qr_sampler.cli.output import print_json
+from qr_sampler.cli.output import flat_rows, print_json, print_table
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError, QRSamplerError
 from qr_sampler.plugins.known_variables import unknown_in_effect
@@ -29,26 +29,36 @@ def add_parser(commands: Any) -> None:
         help="draw from the configured entropy source and report latency",
         description="Build the source named by QR_ENTROPY_SOURCE_TYPE, draw from it COUNT "
         "times (without the fallback, so failures show), and print latency p50/p99, "
-        "throughput and the source's health. Refuses to probe when the configuration has "
-        "an error `qr-sampler config` reports (unknown QR_* names included). Exits 2 if "
+        "throughput and the source's health (a table; --json for machines). Refuses to "
+        "probe when the configuration has an error `qr-sampler config` reports (unknown "
+        "QR_* names included). Exits 2 if "
         "the configuration is wrong, QR_LOG_PATH cannot be written, or the source fails.",
     )
-    parser.add_argument(
-        "--bytes",
-        type=whole_number_up_to(MAX_BYTES),
-        default=20480,
-        metavar="N",
-        help=f"bytes per draw, 1 to {MAX_BYTES} (default 20480, one token's worth)",
+    add_whole_number(
+        parser, "--bytes", "N", "bytes per draw", MAX_BYTES, 20480, "20480, one token's worth"
     )
-    parser.add_argument(
-        "--count",
-        type=whole_number_up_to(MAX_COUNT),
-        default=20,
-        metavar="K",
-        help=f"number of draws, 1 to {MAX_COUNT} (default 20)",
-    )
+    add_whole_number(parser, "--count", "K", "number of draws", MAX_COUNT, 20)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(run=run)
+
+
+def add_whole_number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    metavar: str,
+    what: str,
+    limit: int,
+    default: int,
+    default_text: str | None = None,
+) -> None:
+    """An option taking a whole number from 1 to ``limit``, its range in its help."""
+    parser.add_argument(
+        flag,
+        type=whole_number_up_to(limit),
+        default=default,
+        metavar=metavar,
+        help=f"{what}, 1 to {limit} (default {default_text or default})",
+    )
 
 
 def whole_number_up_to(limit: int) -> Callable[[str], int]:
@@ -112,5 +122,8 @@ def run(args: argparse.Namespace) -> int:
             f"p99 {report['latency_ms_p99']:.3f} ms"
         )
         print(f"throughput:  {report['throughput_mb_s']:.1f} MB/s")
-        print(f"health:      {health}")
+        print("health:")
+        print_table(
+            ("  FIELD", "VALUE"), [(f"  {name}", value) for name, value in flat_rows(health)]
+        )
     return 0

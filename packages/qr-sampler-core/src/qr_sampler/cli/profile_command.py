@@ -25,7 +25,8 @@ from qr_sampler.settings.config import QRSamplerConfig
 _SOURCE_TYPE = "QR_ENTROPY_SOURCE_TYPE"
 _WHERE = (
     f"Profiles are read from --deployments DIR, else ${DEPLOYMENTS_VARIABLE}, "
-    f"else ./{DEFAULT_DEPLOYMENTS} in the working directory."
+    f"else ./{DEFAULT_DEPLOYMENTS} in the working directory or the nearest folder above it "
+    "up to the repository's root (so any directory inside the repository works)."
 )
 
 
@@ -40,7 +41,8 @@ def add_parser(commands: Any) -> None:
     where.add_argument(
         "--deployments",
         metavar="DIR",
-        help=f"the profiles folder (default ${DEPLOYMENTS_VARIABLE}, else ./{DEFAULT_DEPLOYMENTS})",
+        help=f"the profiles folder (default ${DEPLOYMENTS_VARIABLE}, else ./{DEFAULT_DEPLOYMENTS} "
+        "here or in a folder above, within the repository)",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 

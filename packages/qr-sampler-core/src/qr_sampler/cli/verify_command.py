@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from typing import Any
 
 from qr_sampler.errors import QRSamplerError
 from qr_sampler.records.verify import RELATIVE_TOLERANCE, verify
+
+#: One wrong archive makes every record a mismatch: the first few say what is wrong.
+SHOWN = 20
 
 
 def add_parser(commands: Any) -> None:
@@ -16,11 +20,18 @@ def add_parser(commands: Any) -> None:
         description="Recompute every record's entropy_sha256, sample mean, z and u from its "
         "bytes in the QR_BYTES_PATH archive, with the record's own amplifier and parameters "
         f"(floats agree to a relative {RELATIVE_TOLERANCE:g}). Without --bytes, z and u are "
-        "recomputed from the recorded sample mean. Prints the number checked and every "
-        "mismatch; exits 1 if there is any.",
+        "recomputed from the recorded sample mean. Prints the first mismatches (--show), "
+        "a count of them by field, and the number checked; exits 1 if there is any.",
     )
     parser.add_argument("records", metavar="RECORDS", help="JSON-lines file written by QR_LOG_PATH")
     parser.add_argument("--bytes", metavar="FILE", help="the archive written by QR_BYTES_PATH")
+    parser.add_argument(
+        "--show",
+        type=int,
+        default=SHOWN,
+        metavar="N",
+        help=f"print the first N mismatches (default {SHOWN}; 0 prints all)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -29,8 +40,15 @@ def run(args: argparse.Namespace) -> int:
         report = verify(args.records, args.bytes)
     except OSError as exc:
         raise QRSamplerError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    for mismatch in report.mismatches:
+    mismatches = report.mismatches
+    shown = mismatches if args.show <= 0 else mismatches[: args.show]
+    for mismatch in shown:
         print(mismatch)
+    if len(shown) < len(mismatches):
+        print(f"... and {len(mismatches) - len(shown)} more (--show 0 prints them all)")
+    if len(mismatches) > 1:
+        by_field = Counter(mismatch.field for mismatch in mismatches).most_common()
+        print("mismatches by field: " + ", ".join(f"{name} {n}" for name, n in by_field))
     against = f"against {args.bytes}" if args.bytes else "from their sample means"
     print(
         f"checked {report.checked} record(s) {against}: {len(report.mismatches)} mismatch(es)"

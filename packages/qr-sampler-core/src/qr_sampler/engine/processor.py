@@ -134,11 +134,14 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
                     "strict mode: the model declares no eos_token_id, so an entropy outage "
                     "longer than QR_STRICT_WAIT_S stops the engine instead of ending requests"
                 )
+        arms = self.sampler.arms.policy.arms
         logger.info(
-            "qr-sampler active (%s runner): entropy source %r, fallback %s, amplifier %s, "
-            "temperature %s",
+            "qr-sampler active (%s runner): %s, fallback %s, amplifier %s, temperature %s",
             self.runner,
-            config.entropy_source_type,
+            # With QR_ARMS, QR_ENTROPY_SOURCE_TYPE chooses nothing: name what does.
+            f"arms {', '.join(f'{name}={source}' for name, source in arms)}"
+            if config.arms
+            else f"entropy source {config.entropy_source_type!r}",
             config.fallback_mode,
             config.signal_amplifier_type,
             config.temperature_strategy,

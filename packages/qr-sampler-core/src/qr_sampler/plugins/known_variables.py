@@ -80,8 +80,19 @@ def unknown_variables(
         for name in sorted(names):
             if name.startswith(PREFIX) and name not in known:
                 close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-                unknown.append(UnknownVariable(name, origin, close[0] if close else None))
+                suggestion = close[0] if close and _same_owner(name, close[0], known) else None
+                unknown.append(UnknownVariable(name, origin, suggestion))
     return unknown
+
+
+def _same_owner(name: str, match: str, known: Mapping[str, str]) -> bool:
+    """Whether ``match`` can be what ``name`` meant: a source's names start with its own
+    word (QR_GRPC_...), and QR_GRPC_API_KEY is another source's setting, not a typo of
+    QR_MYSOURCE_API_KEY. Core's names have no such word."""
+    if known[match].startswith("core"):
+        return True
+    word, match_word = (n[len(PREFIX) :].split("_", 1)[0] for n in (name, match))
+    return difflib.SequenceMatcher(None, word, match_word).ratio() >= 0.75
 
 
 def environment_names() -> list[str]:

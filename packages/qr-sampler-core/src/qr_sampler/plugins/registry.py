@@ -70,7 +70,8 @@ class Registry:
     failures: list[PluginFailure] = field(default_factory=list)
 
 
-def _version(distribution: str) -> str | None:
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution``, or None when it is not installed."""
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -106,7 +107,9 @@ def build_plugin_manager(registry: Registry) -> tuple[pluggy.PluginManager, dict
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     providers = {
-        BUILTIN_PLUGIN: Provider(BUILTIN_PLUGIN, CORE_DISTRIBUTION, _version(CORE_DISTRIBUTION))
+        BUILTIN_PLUGIN: Provider(
+            BUILTIN_PLUGIN, CORE_DISTRIBUTION, installed_version(CORE_DISTRIBUTION)
+        )
     }
     # By name, as an entry point is loaded: the built-ins sit above the layers
     # whose components they register, and the registry sits below them.

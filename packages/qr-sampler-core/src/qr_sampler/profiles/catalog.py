@@ -38,14 +38,31 @@ _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 def deployments_dir(option: str | None) -> Path:
-    """``--deployments``, else ``$QR_DEPLOYMENTS_DIR``, else ``./deployments``."""
-    return Path(option or os.environ.get(DEPLOYMENTS_VARIABLE) or DEFAULT_DEPLOYMENTS)
+    """``--deployments``, else ``$QR_DEPLOYMENTS_DIR``, else the nearest ``deployments``
+    folder from the working directory up to its repository's root."""
+    chosen = option or os.environ.get(DEPLOYMENTS_VARIABLE)
+    if chosen:
+        return Path(chosen)
+    return _nearest_deployments(Path.cwd()) or Path(DEFAULT_DEPLOYMENTS)
+
+
+def _nearest_deployments(start: Path) -> Path | None:
+    """``deployments`` in ``start`` or a folder above it up to the root of the git
+    repository ``start`` is in; outside a repository, only ``start`` itself counts."""
+    chain = [start, *start.parents]
+    root = next((i for i, folder in enumerate(chain) if (folder / ".git").exists()), 0)
+    for folder in chain[: root + 1]:
+        if (folder / DEFAULT_DEPLOYMENTS).is_dir():
+            return folder / DEFAULT_DEPLOYMENTS
+    return None
 
 
 def existing_root(root: Path) -> Path:
     if not root.is_dir():
         raise QRSamplerError(
-            f"no deployments folder at {root}; pass --deployments DIR or set {DEPLOYMENTS_VARIABLE}"
+            f"no deployments folder at {root} (nor above the working directory within its "
+            f"repository); run from inside the repository, pass --deployments DIR or set "
+            f"{DEPLOYMENTS_VARIABLE}"
         )
     return root
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +40,13 @@ def check_profile(profile: Profile, registry: Registry) -> Findings:
     values = read_env_file(path)
     found = Findings()
     unknown = unknown_variables([(path, values)], known_variables(registry))
+    missing = _uninstalled_sources(profile) if unknown else []
+    if missing:
+        # Said first and once: names no typo explains are the missing package's settings.
+        unexplained = [variable.name for variable in unknown if variable.suggestion is None]
+        found.errors.append(_missing_packages(profile, missing, unexplained))
+        unknown = [variable for variable in unknown if variable.suggestion is not None]
     found.errors += [variable.message() for variable in unknown]
-    if unknown:
-        found.errors += _uninstalled_sources(profile)
     placeholders = _placeholder_secrets(values, registry)
     found.warnings += [
         f"{name} in {path} is the placeholder {values[name]!r}: give the real key at run "
@@ -98,7 +103,7 @@ def _unprovided_source(profile: Profile, selected: str, registry: Registry) -> l
 
 
 def _uninstalled_sources(profile: Profile) -> list[str]:
-    """Why names can be unknown here though the image would know them."""
+    """The ``sources.txt`` lines whose package is not installed here."""
     missing = []
     for requirement in profile.requirements():
         try:
@@ -107,13 +112,28 @@ def _uninstalled_sources(profile: Profile) -> list[str]:
             continue  # reported by the sources.txt check
         if distribution and not is_installed(distribution):
             missing.append(requirement)
-    if not missing:
-        return []
-    return [
-        f"{profile.sources_file} lists {', '.join(missing)}, not installed here, so the "
-        f"settings it reads are unknown to this check: pip install {' '.join(missing)} "
-        "and check again"
-    ]
+    return missing
+
+
+def _missing_packages(profile: Profile, missing: list[str], names: list[str]) -> str:
+    settings = (
+        f"; until then its settings here ({', '.join(names)}) cannot be checked" if names else ""
+    )
+    return (
+        f"profile {profile.name} needs {', '.join(missing)} ({profile.sources_file}), not "
+        f"installed here: pip install {' '.join(_installable(profile, r) for r in missing)}, "
+        f"then check again{settings}"
+    )
+
+
+def _installable(profile: Profile, requirement: str) -> str:
+    """What pip takes from the working directory: a repository folder by a path that
+    cannot be mistaken for a package name."""
+    folder = profile.repo_root / requirement
+    if not (folder / "pyproject.toml").is_file():
+        return requirement
+    path = os.path.relpath(folder)
+    return path if os.sep in path else os.path.join(".", path)
 
 
 def _wrong_profile_name(profile: Profile, declared: str | None) -> list[str]:

@@ -93,14 +93,36 @@ def _records(path: str, report: VerifyReport) -> Iterator[tuple[int, dict[str, A
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                report.mismatches.append(Mismatch(number, "(line)", "a JSON object", f"{exc.msg}"))
+                report.mismatches.append(
+                    Mismatch(
+                        number,
+                        "(line)",
+                        "a JSON record",
+                        f"text that is not JSON ({exc.msg.lower()} at column {exc.colno}: "
+                        f"{_excerpt(line)}); a records file holds one JSON object per line",
+                    )
+                )
                 continue
             if not isinstance(record, dict):
                 report.mismatches.append(
-                    Mismatch(number, "(line)", "a JSON object", type(record).__name__)
+                    Mismatch(
+                        number,
+                        "(line)",
+                        "a JSON record (an object)",
+                        f"a JSON {_JSON_TYPES.get(type(record), type(record).__name__)}",
+                    )
                 )
                 continue
             yield number, record
+
+
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_TYPES[type(None)] = "null"
+
+
+def _excerpt(line: str, width: int = 40) -> str:
+    text = line.strip()
+    return repr(text if len(text) <= width else text[:width] + "...")
 
 
 def _check(
@@ -163,8 +185,8 @@ def _bytes_of(
             Mismatch(
                 number,
                 "bytes_offset",
-                f"{count} bytes within the archive ({size} bytes)",
-                str(offset),
+                f"bytes {offset} to {offset + count} in the archive",
+                f"an archive of {size} bytes (cut short, or not this run's QR_BYTES_PATH?)",
             )
         ]
     archive.seek(offset)
