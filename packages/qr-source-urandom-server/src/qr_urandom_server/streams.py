@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from qr_urandom_server.launch import create_server  # noqa: F401
-
 logger = logging.getLogger(__name__)
 
 
