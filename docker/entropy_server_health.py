@@ -12,7 +12,7 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from qr_urandom_server.server import SERVICE_NAME
+from qr_urandom_server.servicer import SERVICE_NAME
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 

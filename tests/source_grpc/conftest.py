@@ -16,7 +16,8 @@ from grpc_tools import protoc
 
 from qr_sampler.plugins.registry import get_registry
 from qr_source_grpc import CircuitBreakerSettings, GrpcEntropySource, GrpcSourceSettings
-from qr_urandom_server.server import EntropyServer, serve_in_background
+from qr_urandom_server.launch import serve_in_background
+from qr_urandom_server.server import EntropyServer
 
 if TYPE_CHECKING:
     from grpc_test_servers import SourceFactory

@@ -13,7 +13,7 @@ from grpc_test_servers import CallCounter, field1_reply, raw_server, requested_c
 from qr_sampler import EntropyUnavailableError, FallbackEntropySource, SystemEntropySource
 from qr_source_grpc import CircuitBreakerSettings, GrpcEntropySource, GrpcSourceSettings
 from qr_source_grpc.breaker import CircuitBreaker
-from qr_urandom_server.server import serve_in_background
+from qr_urandom_server.launch import serve_in_background
 
 UNARY = "/qr_entropy.EntropyService/GetEntropy"
 MODES = ["unary", "server_streaming", "bidi_streaming"]

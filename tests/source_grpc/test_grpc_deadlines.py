@@ -22,7 +22,7 @@ from grpc_test_servers import (
 
 from qr_sampler import EntropyUnavailableError
 from qr_source_grpc import CircuitBreakerSettings, channel, source
-from qr_urandom_server.server import serve_in_background
+from qr_urandom_server.launch import serve_in_background
 
 MODES = ["unary", "server_streaming", "bidi_streaming"]
 STREAM = "/qr_entropy.EntropyService/StreamEntropy"

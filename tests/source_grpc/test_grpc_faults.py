@@ -16,7 +16,7 @@ from grpc_test_servers import CallCounter, SourceFactory, field1_reply, raw_serv
 
 from qr_sampler import EntropyUnavailableError, FallbackEntropySource, SystemEntropySource
 from qr_source_grpc import CircuitBreakerSettings
-from qr_urandom_server.server import serve_in_background
+from qr_urandom_server.launch import serve_in_background
 
 MODES = ["unary", "server_streaming", "bidi_streaming"]
 UNARY = "/qr_entropy.EntropyService/GetEntropy"

@@ -20,8 +20,9 @@ from qr_urandom_server.proto.qr_entropy.v1.entropy_service_pb2 import (
 # checkout. Its version pin and error paths are tested with the urandom server's stubs.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import regen_protos
+from proto_stubs import catalog, on_disk
 
-PROTOS = regen_protos.PACKAGES["qr-source-grpc"]
+PROTOS = catalog.PACKAGES["qr-source-grpc"]
 
 COUNTS = [1, 127, 128, 300, 20480, 1 << 20, 5_242_880, (1 << 31) - 1]
 
@@ -111,7 +112,7 @@ def test_garbage_is_an_error(garbage: bytes) -> None:
 
 
 def test_committed_stubs_are_current() -> None:
-    stale = regen_protos.stale_files([PROTOS])
+    stale = on_disk.stale_files([PROTOS])
     assert stale == [], f"{stale} are stale; run: python tools/regen_protos.py qr-source-grpc"
 
 
@@ -128,4 +129,4 @@ def test_regen_detects_and_repairs_stale_stubs(
     key = PROTOS.outputs()[0]
     stub = tmp_path / key
     stub.write_text(stub.read_text() + "# edited\n")
-    assert regen_protos.stale_files([PROTOS], tmp_path) == [key]
+    assert on_disk.stale_files([PROTOS], tmp_path) == [key]

@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from test_urandom_cli import _command, _Server
 
 from qr_urandom_server import serve_in_background
+from qr_urandom_server.launch import create_server
 from qr_urandom_server.proto.qr_entropy.v1 import entropy_service_pb2 as pb2
 from qr_urandom_server.proto.qr_entropy.v1 import entropy_service_pb2_grpc as pb2_grpc
 from qr_urandom_server.security import (
@@ -36,7 +37,6 @@ from qr_urandom_server.security import (
     load_api_key,
     server_credentials,
 )
-from qr_urandom_server.server import create_server
 
 TIMEOUT = 10.0
 KEY = "urandom-test-key-5c1e9a77d3"

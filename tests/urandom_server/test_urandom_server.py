@@ -17,19 +17,17 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 import qr_urandom_server
+from qr_urandom_server.addresses import dial_address
+from qr_urandom_server.launch import ServerBindError, create_server, serve_in_background
+from qr_urandom_server.limits import DEFAULT_MAX_BYTES_PER_REQUEST
 from qr_urandom_server.proto.qr_entropy.v1 import entropy_service_pb2 as pb2
 from qr_urandom_server.proto.qr_entropy.v1 import entropy_service_pb2_grpc as pb2_grpc
-from qr_urandom_server.server import (
-    DEFAULT_MAX_BYTES_PER_REQUEST,
+from qr_urandom_server.server import EntropyServer
+from qr_urandom_server.servicer import (
     GET_ENTROPY_METHOD_PATH,
     SERVICE_NAME,
     STREAM_ENTROPY_METHOD_PATH,
-    EntropyServer,
     EntropyServicer,
-    ServerBindError,
-    create_server,
-    dial_address,
-    serve_in_background,
 )
 
 TIMEOUT = 5.0

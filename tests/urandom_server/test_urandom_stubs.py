@@ -1,8 +1,8 @@
 """The committed protoc output for entropy_service.proto must match a fresh grpcio-tools run.
 
-These tests also cover the repository's generator, tools/regen_protos.py, as a whole: its
-version pin, its CLI and its error paths are the same for every package, so they are
-tested once, here.
+These tests also cover the repository's generator (tools/regen_protos.py and the
+tools/proto_stubs package behind it) as a whole: its version pin, its CLI and its error
+paths are the same for every package, so they are tested once, here.
 """
 
 from __future__ import annotations
@@ -21,18 +21,19 @@ import pytest
 # grpcio-tools, which no package needs at run time), so it is loaded from the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import regen_protos
+from proto_stubs import catalog, generate, on_disk, toolchain
 
-PACKAGE = regen_protos.PACKAGES["qr-source-urandom-server"]
+PACKAGE = catalog.PACKAGES["qr-source-urandom-server"]
 
 needs_grpc_tools = pytest.mark.skipif(
-    regen_protos.installed_grpcio_tools_version() is None,
-    reason=f"the stale-stub check needs grpcio-tools=={regen_protos.GRPCIO_TOOLS_VERSION}",
+    toolchain.installed_grpcio_tools_version() is None,
+    reason=f"the stale-stub check needs grpcio-tools=={toolchain.GRPCIO_TOOLS_VERSION}",
 )
 
 
 @needs_grpc_tools
 def test_committed_stubs_are_current() -> None:
-    stale = regen_protos.stale_files([PACKAGE])
+    stale = on_disk.stale_files([PACKAGE])
     assert stale == [], (
         f"generated stubs are stale: {stale}; run "
         "'python tools/regen_protos.py qr-source-urandom-server' and commit the result"
@@ -44,7 +45,7 @@ def test_check_detects_an_edited_and_a_missing_stub(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     shutil.copytree(
-        regen_protos.REPO_ROOT / PACKAGE.include_dir / "qr_entropy",
+        catalog.REPO_ROOT / PACKAGE.include_dir / "qr_entropy",
         tmp_path / PACKAGE.include_dir / "qr_entropy",
     )
     argv = ["--check", "--out", str(tmp_path), PACKAGE.name]
@@ -53,7 +54,7 @@ def test_check_detects_an_edited_and_a_missing_stub(
     edited = tmp_path / keys[0]
     edited.write_text(edited.read_text(encoding="utf-8") + "# hand edit\n", encoding="utf-8")
     (tmp_path / keys[2]).unlink()
-    assert regen_protos.stale_files([PACKAGE], tmp_path) == [keys[0], keys[2]]
+    assert on_disk.stale_files([PACKAGE], tmp_path) == [keys[0], keys[2]]
     capsys.readouterr()
     assert regen_protos.main(argv) == 1
     err = capsys.readouterr().err
@@ -66,7 +67,7 @@ def test_regen_writes_identical_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert regen_protos.main(["--out", str(tmp_path), PACKAGE.name]) == 0
     assert "wrote" in capsys.readouterr().out
     for key in PACKAGE.outputs():
-        committed = (regen_protos.REPO_ROOT / key).read_text(encoding="utf-8")
+        committed = (catalog.REPO_ROOT / key).read_text(encoding="utf-8")
         assert (tmp_path / key).read_text(encoding="utf-8") == committed
 
 
@@ -74,13 +75,13 @@ def test_regen_writes_identical_files(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_version_mismatch_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(regen_protos, "GRPCIO_TOOLS_VERSION", "0.0.1")
-    with pytest.raises(regen_protos.RegenError, match=r"pinned to 0\.0\.1"):
-        regen_protos.render(PACKAGE)
+    monkeypatch.setattr(toolchain, "GRPCIO_TOOLS_VERSION", "0.0.1")
+    with pytest.raises(toolchain.RegenError, match=r"pinned to 0\.0\.1"):
+        generate.render(PACKAGE)
     assert regen_protos.main(["--check"]) == 2
     assert "pip install 'grpcio-tools==0.0.1'" in capsys.readouterr().err
     # Deliberately moving the pin is possible.
-    fresh = regen_protos.render(PACKAGE, allow_version_mismatch=True)
+    fresh = generate.render(PACKAGE, allow_version_mismatch=True)
     assert set(fresh) == set(PACKAGE.outputs())
     assert regen_protos.main(["--check", "--allow-version-mismatch", PACKAGE.name]) == 0
 
@@ -91,16 +92,16 @@ def test_installed_version_lookup_handles_missing_package(
     def not_found(name: str) -> str:
         raise importlib.metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(regen_protos.importlib.metadata, "version", not_found)
-    assert regen_protos.installed_grpcio_tools_version() is None
+    monkeypatch.setattr(toolchain.importlib.metadata, "version", not_found)
+    assert toolchain.installed_grpcio_tools_version() is None
 
 
 def test_missing_grpc_tools_is_reported(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(regen_protos, "installed_grpcio_tools_version", lambda: None)
-    with pytest.raises(regen_protos.RegenError, match="grpcio-tools is not installed"):
-        regen_protos.render(PACKAGE)
+    monkeypatch.setattr(toolchain, "installed_grpcio_tools_version", lambda: None)
+    with pytest.raises(toolchain.RegenError, match="grpcio-tools is not installed"):
+        generate.render(PACKAGE)
     assert regen_protos.main([PACKAGE.name]) == 2
     assert "grpcio-tools is not installed" in capsys.readouterr().err
 
@@ -108,8 +109,8 @@ def test_missing_grpc_tools_is_reported(
 @needs_grpc_tools
 def test_protoc_failure_is_reported() -> None:
     absent = dataclasses.replace(PACKAGE, proto="qr_entropy/v1/does_not_exist.proto")
-    with pytest.raises(regen_protos.RegenError, match="protoc failed"):
-        regen_protos.render(absent)
+    with pytest.raises(toolchain.RegenError, match="protoc failed"):
+        generate.render(absent)
 
 
 def test_unknown_package_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,5 +142,5 @@ def test_proto_file_ships_with_the_package() -> None:
     assert "rpc GetEntropy(EntropyRequest) returns (EntropyResponse);" in text
     assert "rpc StreamEntropy(stream EntropyRequest) returns (stream EntropyResponse);" in text
     # ...and it is the proto the generator compiles.
-    checkout = regen_protos.REPO_ROOT / PACKAGE.include_dir / PACKAGE.proto
+    checkout = catalog.REPO_ROOT / PACKAGE.include_dir / PACKAGE.proto
     assert checkout.read_text(encoding="utf-8") == text

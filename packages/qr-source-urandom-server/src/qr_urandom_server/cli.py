@@ -17,6 +17,13 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from qr_urandom_server import __version__
+from qr_urandom_server.launch import ServerBindError, create_server
+from qr_urandom_server.limits import (
+    DEFAULT_MAX_BYTES_PER_REQUEST,
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_STREAM_IDLE_TIMEOUT_S,
+    LARGEST_MAX_BYTES_PER_REQUEST,
+)
 from qr_urandom_server.security import (
     API_KEY_VARIABLE,
     DEFAULT_API_KEY_HEADER,
@@ -24,17 +31,8 @@ from qr_urandom_server.security import (
     load_api_key,
     server_credentials,
 )
-from qr_urandom_server.server import (
-    _INT32_MAX,
-    DEFAULT_DEVICE_ID,
-    DEFAULT_MAX_BYTES_PER_REQUEST,
-    DEFAULT_MAX_WORKERS,
-    DEFAULT_STREAM_IDLE_TIMEOUT_S,
-    SERVICE_NAME,
-    EntropyServer,
-    ServerBindError,
-    create_server,
-)
+from qr_urandom_server.server import EntropyServer
+from qr_urandom_server.servicer import DEFAULT_DEVICE_ID, SERVICE_NAME
 
 logger = logging.getLogger("qr_urandom_server")
 
@@ -103,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-bytes-per-request",
-        type=_int_in_range(1, _INT32_MAX),
+        type=_int_in_range(1, LARGEST_MAX_BYTES_PER_REQUEST),
         default=DEFAULT_MAX_BYTES_PER_REQUEST,
         metavar="N",
         help=(
