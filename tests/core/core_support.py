@@ -10,6 +10,7 @@ import torch
 from qr_sampler import EntropySource, EntropyUnavailableError, FallbackEntropySource
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.sampling.sampler import QRSampler
+from qr_sampler.settings.config import GREEDY_BELOW
 from qr_sampler.settings.config import QRSamplerConfig
 
 
@@ -50,7 +51,7 @@ def forced(logits: torch.Tensor) -> list[int]:
 def reference_token(logits, u, temperature, top_k, top_p):
     """A slow, obviously-correct float64 version of the documented algorithm."""
     order = sorted(range(len(logits)), key=lambda i: (-logits[i], i))
-    if temperature <= 0:
+    if temperature < GREEDY_BELOW:
         return order[0]
     if top_k > 0:  # every token tied with the k-th stays, as in vLLM
         kth = logits[order[min(top_k, len(order)) - 1]]

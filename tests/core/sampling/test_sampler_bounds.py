@@ -198,8 +198,17 @@ def test_every_admitted_request_gives_a_finite_record_and_an_allowed_token(
     for record in written:
         token = record["token_id"]
         assert original[record["row"], token] > -INF
-        assert all(math.isfinite(record[name]) for name in NUMERIC_RECORD_FIELDS), record
+        drawn = NUMERIC_RECORD_FIELDS
+        if record["sample_count"] == 0:
+            # A greedy request takes its argmax: no bytes, so nothing to amplify.
+            assert record["greedy"] and record["token_rank"] == 0
+            assert record["u"] is record["z_score"] is record["sample_mean"] is None
+            drawn = NUMERIC_RECORD_FIELDS[3:]
+        assert all(math.isfinite(record[name]) for name in drawn), record
         assert 0 < record["token_prob"] <= 1
+        if not record["greedy"]:
+            low = record["cdf_low"]
+            assert low - 1e-9 <= record["u"] <= low + record["token_prob"] + 1e-9, record
         if options.top_k > 0:
             kth = original[record["row"]].sort(descending=True).values[min(options.top_k, 97) - 1]
             assert original[record["row"], token] >= kth

@@ -13,6 +13,7 @@ from qr_sampler.sampling import selection
 from qr_sampler.sampling.ops import crossing
 from qr_sampler.sampling.ops.walk import TOP_P_SLACK
 from qr_sampler.sampling.selection import select_tokens
+from qr_sampler.settings.config import GREEDY_BELOW
 
 #: u this close to a boundary of the reference CDF may fall on either side.
 BOUNDARY = 1e-6
@@ -45,15 +46,19 @@ class Reference:
         return float(np.abs(self.boundaries[:-1] - u).min()) if len(self.boundaries) > 1 else 1.0
 
 
-def reference(x: np.ndarray, temperature: float, top_k: int, top_p: float) -> Reference:
+def reference(
+    x: np.ndarray, temperature: float, top_k: int, top_p: float, min_p: float = 0.0
+) -> Reference:
     vocab = x.size
     order = np.lexsort((np.arange(vocab), -x))
     ordered = x[order]
     prob = np.zeros(vocab)
-    if temperature <= 0:
+    if temperature < GREEDY_BELOW:
         prob[order[0]] = 1.0
         return Reference(order, prob, np.ones(1), greedy=True)
     weight = np.exp((ordered - ordered[0]) / temperature)
+    # vLLM's min-p: keep p >= min_p * p_max, that is weight >= min_p.
+    weight[weight < min_p] = 0.0
     if 0 < top_k < vocab:
         weight[ordered < ordered[top_k - 1]] = 0.0
     cumulative = np.cumsum(weight)
@@ -89,24 +94,27 @@ def check(
     top_p: np.ndarray,
     tally: Tally,
     invalid: frozenset[int] = frozenset(),
+    min_p: np.ndarray | None = None,
 ) -> None:
     """Run one batch through ``select_tokens`` and hold every row to the reference;
     the ``invalid`` rows (no distribution to draw from) only have to be flagged."""
+    min_p = min_p if min_p is not None else np.zeros(len(u))
     result = select_tokens(
         logits,
         torch.from_numpy(u),
         lambda _entropy: torch.from_numpy(temperature),
         torch.from_numpy(top_k),
         torch.from_numpy(top_p),
+        torch.from_numpy(min_p),
     )
     rows = range(logits.shape[0])
     assert result.valid.tolist() == [row not in invalid for row in rows]
     rank = result.ranks()[0].tolist()
     values = logits.double().numpy()
     for row in (row for row in rows if row not in invalid):
-        ref = reference(values[row], temperature[row], int(top_k[row]), top_p[row])
+        ref = reference(values[row], temperature[row], int(top_k[row]), top_p[row], min_p[row])
         token = int(result.token_id[row])
-        context = (row, u[row], temperature[row], top_k[row], top_p[row], logits.dtype)
+        context = (row, u[row], temperature[row], top_k[row], top_p[row], min_p[row], logits.dtype)
         assert ref.prob[token] > 0, context
         prob = float(result.prob[row])
         assert abs(prob - ref.prob[token]) <= PROB_TOLERANCE * ref.prob[token], context
@@ -155,7 +163,7 @@ def random_options(
     edges = generator.random(rows)
     u[edges < 0.05] = 1e-10
     u[edges > 0.95] = 1 - 1e-10
-    temperature = generator.choice([0.0, 1e-46, 0.05, 0.3, 0.7, 1.0, 1.7, 40.0, 1e39], rows)
+    temperature = generator.choice([0.0, 1e-46, 2e-5, 0.05, 0.3, 0.7, 1.0, 1.7, 40.0, 1e39], rows)
     top_k = generator.choice([0, 0, 1, 2, 5, 50, vocab - 1, vocab, vocab + 3], rows)
     top_p = generator.choice([1.0, 1.0, 0.9, 0.5, 0.1, 1e-12], rows)
     return u, temperature, top_k.astype(np.int64), top_p
@@ -183,7 +191,8 @@ def test_random_and_adversarial_rows_match_the_float64_reference(dtype, path):
         huge = 3e4 if dtype == torch.float16 else 3e5
         logits = torch.from_numpy(random_rows(generator, rows, vocab, huge)).to(dtype)
         u, temperature, top_k, top_p = random_options(generator, rows, vocab)
-        check(logits, u, temperature, top_k, top_p, tally)
+        min_p = generator.choice([0.0, 0.0, 1e-3, 0.1, 0.5, 1.0], rows)
+        check(logits, u, temperature, top_k, top_p, tally, min_p=min_p)
     assert tally.rows == 64 * 5 + 24
     assert tally.compared > tally.rows * 0.8
 
@@ -210,7 +219,7 @@ def test_u_just_outside_every_reference_boundary_picks_the_reference_token(path)
     for vocab in (5, 300, 40_000):
         logits = torch.from_numpy(random_rows(generator, 32, vocab)).float()
         _, temperature, top_k, top_p = random_options(generator, 32, vocab)
-        temperature = np.where(temperature <= 0, 1.0, temperature)
+        temperature = np.where(temperature < GREEDY_BELOW, 1.0, temperature)
         values = logits.double().numpy()
         for side in (-1.0, 1.0, 0.0):
             u = np.empty(32)

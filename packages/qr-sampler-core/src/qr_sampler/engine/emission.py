@@ -13,7 +13,7 @@ record whose token was dropped is never written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Sequence
 
 from qr_sampler.records.sink import StepRecords
 
@@ -22,10 +22,10 @@ logger = logging.getLogger(__name__)
 #: ``RecordSink.write_step``.
 WriteStep = Callable[[StepRecords], None]
 #: The live output-token list of the request in a logits row (``None``: not known).
-OutputOf = Callable[[int], "Sized | None"]
+OutputOf = Callable[[int], "Sequence[int] | None"]
 
 
-def _kept(position: int | None, outputs: Sized | None) -> bool:
+def _kept(position: int | None, outputs: Sequence[int] | None) -> bool:
     """The engine booked the token: its output list grew past the token's position."""
     return outputs is None or position is None or len(outputs) > position
 
@@ -36,7 +36,7 @@ class EmissionGate:
     def __init__(self, write_step: WriteStep, output_of: OutputOf) -> None:
         self._write_step = write_step
         self._output_of = output_of
-        self._held: list[tuple[StepRecords, list[Sized | None]]] = []
+        self._held: list[tuple[StepRecords, list[Sequence[int] | None]]] = []
         #: Tokens whose sample the engine dropped (partial prefill, recompute).
         self.dropped = 0
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qr_sampler.engine.emission import EmissionGate
+from qr_sampler.engine.request_params import check_supported, standard_options
 from qr_sampler.engine.runner_v2 import v2_rows
 from qr_sampler.engine.tensor_parallel import vllm_tensor_parallel_group
 from qr_sampler.errors import ConfigValidationError
@@ -66,9 +67,14 @@ def _extra_args(sampling_params: Any) -> Mapping[str, Any]:
 
 
 @functools.cache
+def _admission_config() -> QRSamplerConfig:
+    """Server settings for ``validate_params``, which runs without an instance."""
+    return QRSamplerConfig.load()
+
+
+@functools.cache
 def _admission_defaults() -> SamplingOptions:
-    """Server defaults for ``validate_params``, which runs without an instance."""
-    return QRSamplerConfig.load().sampling_options()
+    return _admission_config().sampling_options()
 
 
 @functools.cache
@@ -120,6 +126,9 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         self.req_states = engine_args[0] if self.runner == "v2" else None
         _log_where_vllm_logs()
         self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
+        # Model Runner V2 applies penalties (and logit bias) before custom logits
+        # processors, the V1 runner after them.
+        self.sampler.applies_penalties = self.runner == "v1"
         for variable in unknown_in_effect(self.sampler.registry, env_file_path()):
             logger.warning("qr-sampler ignores %s", variable.message())
         config = self.sampler.config
@@ -136,7 +145,7 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
                 )
         arms = self.sampler.arms.policy.arms
         logger.info(
-            "qr-sampler active (%s runner): %s, fallback %s, amplifier %s, temperature %s",
+            "qr-sampler active (%s runner): %s, fallback %s, amplifier %s, sampling parameters: %s",
             self.runner,
             # With QR_ARMS, QR_ENTROPY_SOURCE_TYPE chooses nothing: name what does.
             f"arms {', '.join(f'{name}={source}' for name, source in arms)}"
@@ -144,35 +153,52 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             else f"entropy source {config.entropy_source_type!r}",
             config.fallback_mode,
             config.signal_amplifier_type,
-            config.temperature_strategy,
+            "each request's own"
+            if config.sampling_policy == "request"
+            else f"the server's (QR_SAMPLING_POLICY=server; temperature "
+            f"{config.temperature_strategy})",
         )
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
-        """Reject bad ``qr_*`` keys or values at admission (vLLM answers HTTP 400)."""
+        """Reject bad ``qr_*`` keys or values, and what the plugin cannot honour, at
+        admission (vLLM answers HTTP 400)."""
         registry = get_registry()
-        resolve_options(
+        options = resolve_options(
             _admission_defaults(),
             _extra_args(sampling_params),
             registry.amplifiers,
             registry.temperature_strategies,
+            standard_options(sampling_params)
+            if _admission_config().sampling_policy == "request"
+            else None,
         )
+        check_supported(sampling_params, options.bypass)
         _admission_arms().check(_extra_args(sampling_params))
 
     def is_argmax_invariant(self) -> bool:
         # Forcing a token changes the argmax: greedy requests must see it too.
         return False
 
-    def _admit(self, slot: int, sampling_params: Any, output: list[int] | None = None) -> bool:
+    def _admit(
+        self,
+        slot: int,
+        sampling_params: Any,
+        output: list[int] | None = None,
+        prompt: list[int] | None = None,
+    ) -> bool:
         try:
-            options = self.sampler.resolve(_extra_args(sampling_params))
+            options = self.sampler.resolve(
+                _extra_args(sampling_params), standard_options(sampling_params)
+            )
+            check_supported(sampling_params, options.bypass)
         except ConfigValidationError as exc:
             # validate_params normally refuses such a request at admission; if one
             # slips through, leave it to vLLM loudly rather than kill the engine.
             logger.error("request in slot %d left to vLLM's sampler: %s", slot, exc)
             self.sampler.table.clear(slot)
             return False
-        self.sampler.admit(slot, options, output)
+        self.sampler.admit(slot, options, output, prompt)
         return not options.bypass
 
     # V1 runner -------------------------------------------------------------
@@ -187,10 +213,11 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         # vLLM's contract: removed, then added, then moved.
         for index in batch_update.removed:
             table.clear(index)
-        for index, params, _prompt_ids, output_ids in batch_update.added:
+        for index, params, prompt_ids, output_ids in batch_update.added:
             # vLLM extends output_ids after every step: its length is the position, and
-            # the emission gate reads it to see which sampled tokens vLLM kept.
-            self._admit(index, params, output_ids)
+            # the emission gate reads it to see which sampled tokens vLLM kept. The
+            # penalties read it and the prompt.
+            self._admit(index, params, output_ids, prompt_ids)
         for first, second, direction in batch_update.moved:
             if direction.name == "SWAP":
                 table.swap(first, second)

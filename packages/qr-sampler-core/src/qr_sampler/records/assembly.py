@@ -14,14 +14,15 @@ from qr_sampler.experiments.arms import StepDraw
 from qr_sampler.records.host_copy import HostCopy
 from qr_sampler.records.provenance import sha256_hex
 from qr_sampler.records.sink import StepRecords
-from qr_sampler.records.token_record import TokenRecord, ended_record
-from qr_sampler.settings.config import SamplingOptions
+from qr_sampler.records.token_record import TokenRecord, ended_record, policy_fields
+from qr_sampler.settings.config import GREEDY_BELOW, SamplingOptions
 
 #: The per-row results a step hands over, in the order of the rows of ``results``.
 RESULT_FIELDS = (
     "token_id",
     "token_rank",
     "token_prob",
+    "cdf_low",
     "num_candidates",
     "temperature",
     "shannon_entropy",
@@ -37,6 +38,8 @@ class StepFacts:
     """What a step's records are built from."""
 
     step: int
+    #: Whose sampling parameters applied ("request" or "server").
+    policy: str
     #: The recorded logits rows, their request options and identities.
     rows: list[int]
     options: list[SamplingOptions | None]
@@ -70,15 +73,19 @@ def _build(facts: StepFacts) -> list[TokenRecord | None]:
         if not results["valid"][row] or option is None:
             built.append(None)
             continue
-        arm, row_draw = draw.for_row(row)
         first, count = int(draw.offsets[row]), int(draw.counts[row])
+        greedy = bool(results["temperature"][row] < GREEDY_BELOW)
+        # A row drawn for no bytes was greedy from its options: nothing chose it.
+        drew = count > 0
+        arm = draw.arms[int(draw.row_arm[row])]
+        row_draw = draw.draws[int(draw.row_arm[row])] if drew else None
         built.append(
             TokenRecord(
                 step=facts.step,
                 row=row,
-                u=float(amplified.u[row]),
-                z_score=float(amplified.z_score[row]),
-                sample_mean=float(amplified.sample_mean[row]),
+                u=float(amplified.u[row]) if drew else None,
+                z_score=float(amplified.z_score[row]) if drew else None,
+                sample_mean=float(amplified.sample_mean[row]) if drew else None,
                 sample_count=count,
                 token_id=int(results["token_id"][row]),
                 token_rank=int(results["token_rank"][row]),
@@ -86,23 +93,31 @@ def _build(facts: StepFacts) -> list[TokenRecord | None]:
                 num_candidates=int(results["num_candidates"][row]),
                 temperature=float(results["temperature"][row]),
                 shannon_entropy=float(results["shannon_entropy"][row]),
-                entropy_source=row_draw.source,
-                fallback=row_draw.fallback,
-                fetch_ms=row_draw.fetch_ms,
+                entropy_source=row_draw.source if row_draw is not None else "none",
+                fallback=row_draw.fallback if row_draw is not None else False,
+                fetch_ms=row_draw.fetch_ms if row_draw is not None else 0.0,
                 total_ms=facts.total_ms,
                 config_hash=option.config_hash,
                 tag=option.tag,
                 request_id=request_id,
                 position=position,
-                entropy_sha256=sha256_hex(memoryview(draw.data)[first : first + count]),
-                bytes_offset=facts.archived_at + first if facts.archived_at is not None else None,
+                entropy_sha256=sha256_hex(memoryview(draw.data)[first : first + count])
+                if drew
+                else None,
+                bytes_offset=facts.archived_at + first
+                if facts.archived_at is not None and drew
+                else None,
                 signal_amplifier_type=option.signal_amplifier_type,
                 population_mean=option.population_mean,
                 population_std=option.population_std,
                 uniform_clamp_epsilon=option.uniform_clamp_epsilon,
                 arm=arm.label,
-                fallback_reason=row_draw.fallback_reason,
-                prng_seed=None if row_draw.fallback else arm.seed,
+                fallback_reason=row_draw.fallback_reason if row_draw is not None else None,
+                prng_seed=arm.seed if row_draw is not None and not row_draw.fallback else None,
+                policy=facts.policy,
+                greedy=greedy,
+                cdf_low=None if greedy else float(results["cdf_low"][row]),
+                **policy_fields(option),
             )
         )
     return built

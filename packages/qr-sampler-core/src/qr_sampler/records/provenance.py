@@ -11,7 +11,7 @@ import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import Sized
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -42,7 +42,7 @@ class Origin:
     """
 
     request_id: str
-    output: Sized | None = None
+    output: Sequence[int] | None = None
     _counted: int = field(default=0, repr=False)
 
     def next_position(self) -> int:

@@ -54,6 +54,21 @@ class TokenRecord:
     prng_seed: int | None = None
     #: Set when qr-sampler ended the request with this token (strict-mode outage).
     end_reason: str | None = None
+    #: Whose sampling parameters applied: the request's own ("request") or the
+    #: server's QR_* settings ("server"); ``qr_*`` keys win in both.
+    policy: str = "server"
+    #: The sampling policy that chose the token, in vLLM's order: penalties, then
+    #: ``temperature`` (above), min-p, top-k and top-p. ``token_prob`` is after all of them.
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    min_p: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    #: A greedy token (temperature below vLLM's 1e-5) is the argmax: no bytes, u null.
+    greedy: bool = False
+    #: Where the token's CDF interval starts: u lies in [cdf_low, cdf_low + token_prob).
+    cdf_low: float | None = None
 
     def to_json(self) -> str:
         """Strict JSON: a value that is NaN or infinite is written as ``null``."""
@@ -112,4 +127,20 @@ def ended_record(
         uniform_clamp_epsilon=options.uniform_clamp_epsilon,
         arm=arm,
         end_reason=str(reason),
+        **policy_fields(options),
     )
+
+
+def policy_fields(options: SamplingOptions) -> dict[str, Any]:
+    """The request's sampling parameters, as records carry them."""
+    return {name: getattr(options, name) for name in POLICY_FIELDS}
+
+
+POLICY_FIELDS = (
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "min_p",
+    "top_k",
+    "top_p",
+)

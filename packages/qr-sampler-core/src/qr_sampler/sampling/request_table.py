@@ -7,7 +7,7 @@ gather every row's options with one fancy index instead of a loop over rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,12 +38,20 @@ class RequestTable:
         self.params = np.zeros((capacity, len(COLUMNS)), dtype=np.float64)
         self.options: list[SamplingOptions | None] = [None] * capacity
         self.origins: list[Origin | None] = [None] * capacity
+        #: Each request's prompt token ids, where a penalty needs them.
+        self.prompts: list[npt.NDArray[np.int64] | None] = [None] * capacity
 
     @staticmethod
     def column(name: str) -> int:
         return _INDEX[name]
 
-    def put(self, slot: int, options: SamplingOptions, origin: Origin | None = None) -> None:
+    def put(
+        self,
+        slot: int,
+        options: SamplingOptions,
+        origin: Origin | None = None,
+        prompt: npt.NDArray[np.int64] | None = None,
+    ) -> None:
         self._ensure(slot)
         row = self.params[slot]
         row[_INDEX["active"]] = 0.0 if options.bypass else 1.0
@@ -54,12 +62,14 @@ class RequestTable:
             row[_INDEX[field]] = self._choice_index[field][getattr(options, field)]
         self.options[slot] = options
         self.origins[slot] = origin
+        self.prompts[slot] = prompt
 
     def clear(self, slot: int) -> None:
         if slot < len(self.options):
             self.params[slot, _INDEX["active"]] = 0.0
             self.options[slot] = None
             self.origins[slot] = None
+            self.prompts[slot] = None
 
     def move(self, src: int, dst: int) -> None:
         """``dst`` takes over ``src``'s request; ``src`` is left empty."""
@@ -67,6 +77,7 @@ class RequestTable:
         self.params[dst] = self.params[src]
         self.options[dst] = self.options[src]
         self.origins[dst] = self.origins[src]
+        self.prompts[dst] = self.prompts[src]
         self.clear(src)
 
     def swap(self, a: int, b: int) -> None:
@@ -74,6 +85,7 @@ class RequestTable:
         self.params[[a, b]] = self.params[[b, a]]
         self.options[a], self.options[b] = self.options[b], self.options[a]
         self.origins[a], self.origins[b] = self.origins[b], self.origins[a]
+        self.prompts[a], self.prompts[b] = self.prompts[b], self.prompts[a]
 
     def gather(
         self, slots: npt.NDArray[np.int64], emitting: npt.NDArray[np.bool_] | None = None
@@ -88,6 +100,20 @@ class RequestTable:
         if emitting is not None:
             params[~emitting, _INDEX["active"]] = 0.0
         return params
+
+    def token_history(
+        self, slots: npt.NDArray[np.int64], rows: npt.NDArray[np.int64], vocab: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The prompt and output token ids of ``rows``, each ``[rows, longest]`` and
+        padded with ``vocab`` (no token has that id); the engine's -1 placeholders
+        for tokens still in flight count as padding too."""
+        prompts = [self.prompts[slot] for slot in slots[rows]]
+        outputs = []
+        for slot in slots[rows]:
+            origin = self.origins[slot]
+            output = origin.output if origin is not None else None
+            outputs.append(np.fromiter(output, dtype=np.int64) if output else _NO_TOKENS)
+        return _padded(prompts, vocab), _padded(outputs, vocab)
 
     def identities(
         self,
@@ -117,6 +143,19 @@ class RequestTable:
         self.params = params
         self.options.extend([None] * (grown - capacity))
         self.origins.extend([None] * (grown - capacity))
+        self.prompts.extend([None] * (grown - capacity))
+
+
+_NO_TOKENS = np.zeros(0, dtype=np.int64)
+
+
+def _padded(lists: Sequence[npt.NDArray[np.int64] | None], pad: int) -> npt.NDArray[np.int64]:
+    arrays = [array if array is not None else _NO_TOKENS for array in lists]
+    table = np.full((len(arrays), max([1, *map(len, arrays)])), pad, dtype=np.int64)
+    for row, array in enumerate(arrays):
+        table[row, : len(array)] = array
+    table[table < 0] = pad
+    return table
 
 
 def distinct(values: npt.NDArray[Any]) -> npt.NDArray[np.int64]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sized
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +33,7 @@ from qr_sampler.records.sink import RecordSink
 from qr_sampler.records.summary import SummaryLog
 from qr_sampler.sampling.columns import DeviceColumns
 from qr_sampler.sampling.ops.forcing import end_rows, force_tokens
+from qr_sampler.sampling.ops.penalties import apply_penalties
 from qr_sampler.sampling.ops.walk import Selection
 from qr_sampler.sampling.ops.workspace import Workspace
 from qr_sampler.sampling.request_table import RequestTable, distinct
@@ -42,6 +43,7 @@ from qr_sampler.sampling.shared_u import SharedU
 from qr_sampler.sampling.temperature import RowTemperatures
 from qr_sampler.sampling.unsampled import UnsampledRows
 from qr_sampler.settings.config import (
+    GREEDY_BELOW,
     QRSamplerConfig,
     SamplingOptions,
     check_registered,
@@ -60,6 +62,12 @@ _STRATEGY = RequestTable.column("temperature_strategy")
 _ARM = RequestTable.column("arm")
 _TOP_K = RequestTable.column("top_k")
 _TOP_P = RequestTable.column("top_p")
+_MIN_P = RequestTable.column("min_p")
+_TEMPERATURE = RequestTable.column("fixed_temperature")
+_PENALTY_NAMES = ("repetition_penalty", "frequency_penalty", "presence_penalty")
+_PENALTIES = [RequestTable.column(name) for name in _PENALTY_NAMES]
+#: The penalty columns' values that change nothing.
+_NO_PENALTY = np.array([1.0, 0.0, 0.0])
 
 
 class QRSampler:
@@ -116,24 +124,45 @@ class QRSampler:
         self.workspace = Workspace()
         self.unsampled = UnsampledRows()
         self.steps = 0
+        #: Whether penalties are applied here: an engine that applies them before
+        #: its logits processors (Model Runner V2) turns this off.
+        self.applies_penalties = True
+        #: The policy records name: the requests' own parameters, or the server's.
+        self.policy = self.config.sampling_policy
+        strategies = self.table.choice_names["temperature_strategy"]
+        self._greedy_strategy = strategies.index("fixed") if "fixed" in strategies else -1
 
-    def resolve(self, extra_args: Mapping[str, Any] | None) -> SamplingOptions:
-        """A request's options, arm settled; ``ConfigValidationError`` for bad ``qr_*``."""
+    def resolve(
+        self, extra_args: Mapping[str, Any] | None, standard: Mapping[str, Any] | None = None
+    ) -> SamplingOptions:
+        """A request's options, arm settled; ``ConfigValidationError`` for bad ``qr_*``.
+        ``standard`` holds the request's own sampling parameters by option name; they
+        apply under ``QR_SAMPLING_POLICY=request``."""
         options = resolve_options(
             self.defaults,
             extra_args,
             self.registry.amplifiers,
             self.registry.temperature_strategies,
+            standard if self.policy == "request" else None,
         )
         self.arms.policy.check(extra_args)
         return self.arms.admit(options)
 
-    def admit(self, slot: int, options: SamplingOptions, output: Sized | None = None) -> None:
+    def admit(
+        self,
+        slot: int,
+        options: SamplingOptions,
+        output: Sequence[int] | None = None,
+        prompt: Sequence[int] | None = None,
+    ) -> None:
         """Seat a newly admitted request in ``slot`` under a fresh request id; ``output``
-        is the engine's list of its output tokens, if it keeps one (see ``Origin``)."""
-        self.table.put(slot, options, Origin(self.request_ids.new(), output))
+        is the engine's list of its output tokens, if it keeps one (see ``Origin``),
+        and ``prompt`` its prompt's, which the repetition penalty reads."""
+        repeats = prompt is not None and options.repetition_penalty != 1.0
+        prompt_ids = np.asarray(prompt, dtype=np.int64) if repeats else None
+        self.table.put(slot, options, Origin(self.request_ids.new(), output), prompt_ids)
 
-    def output_of(self, slot: int) -> Sized | None:
+    def output_of(self, slot: int) -> Sequence[int] | None:
         """The engine's output-token list of the request in ``slot``, if it keeps one."""
         origin = self.table.origins[slot]
         return origin.output if origin is not None else None
@@ -160,15 +189,23 @@ class QRSampler:
         if not active.any():
             return logits
         self.steps += 1
-        draw = self._draw(params, active, logits)
+        # A greedy row (a fixed temperature below vLLM's threshold) takes its argmax:
+        # no entropy is drawn for it.
+        drawing = active & ~(
+            (params[:, _STRATEGY] == self._greedy_strategy)
+            & (params[:, _TEMPERATURE] < GREEDY_BELOW)
+        )
+        draw = self._draw(params, drawing, logits)
         if draw is not None and draw.failures:
-            active = self._end_failed_rows(logits, slots, params, active, positions, draw)
+            ended = self._end_failed_rows(logits, slots, params, drawing, positions, draw)
+            active, drawing = active & ~ended, drawing & ~ended
             if not active.any():
                 return logits
-        amplified = self.amplifiers.amplify(draw, params, active) if draw is not None else None
+        amplified = self.amplifiers.amplify(draw, params, drawing) if draw is not None else None
         columns = self._to_device(amplified, params, logits.device)
         recorded = self._recorded(params, active) if draw is not None else []
-        selection = self._select(logits, columns, params, active, with_records=bool(recorded))
+        chosen_from = self._penalized(logits, slots, params, active, columns)
+        selection = self._select(chosen_from, columns, params, active, with_records=bool(recorded))
         results = HostCopy(_record_results(selection)) if recorded else None
         active_rows = columns["active"].bool()
         force_tokens(logits, active_rows & selection.valid, selection.token_id)
@@ -193,6 +230,7 @@ class QRSampler:
         if results is not None:
             facts = StepFacts(
                 self.steps,
+                self.policy,
                 recorded,
                 [self.table.options[slots[row]] for row in recorded],
                 self.table.identities(slots, recorded, positions),
@@ -225,6 +263,39 @@ class QRSampler:
             if self.shared_u is not None:
                 self.shared_u.fail(len(params), logits.device)
             raise
+
+    def _penalized(
+        self,
+        logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        params: npt.NDArray[np.float64],
+        active: npt.NDArray[np.bool_],
+        columns: DeviceColumns,
+    ) -> torch.Tensor:
+        """The logits the token is chosen from: with each active row's penalties applied
+        (to a copy: rows left to vLLM must reach it untouched), where this engine
+        leaves penalties to its logits processors. Rows without penalties cost nothing."""
+        if not self.applies_penalties:
+            return logits
+        rows = np.flatnonzero(active & (params[:, _PENALTIES] != _NO_PENALTY).any(axis=1))
+        if len(rows) == 0:
+            return logits
+        import torch
+
+        prompt, output = self.table.token_history(slots, rows, logits.shape[-1])
+        device = logits.device
+        on_device = torch.from_numpy(rows).to(device)
+        values = logits.to(torch.float32, copy=True)
+        penalized = values.index_select(0, on_device)
+        apply_penalties(
+            penalized,
+            torch.from_numpy(prompt).to(device),
+            torch.from_numpy(output).to(device),
+            torch.stack([columns[name] for name in _PENALTY_NAMES], dim=1).index_select(
+                0, on_device
+            ),
+        )
+        return values.index_copy_(0, on_device, penalized)
 
     def _to_device(
         self, amplified: Amplified | None, params: npt.NDArray[np.float64], device: torch.device
@@ -264,6 +335,7 @@ class QRSampler:
             lambda entropy: self.temperatures.temperatures(columns, entropy, strategy_ids, vocab),
             columns["top_k"].long() if ((top_k > 0) & (top_k < vocab)).any() else None,
             columns["top_p"] if (top_p < 1).any() else None,
+            columns["min_p"] if (params[active, _MIN_P] > 0).any() else None,
             with_entropy=with_records or self.temperatures.needs_entropy(strategy_ids),
             workspace=self.workspace,
         )
@@ -278,7 +350,8 @@ class QRSampler:
         draw: StepDraw,
     ) -> npt.NDArray[np.bool_]:
         """Strict mode, an arm's source still down: force ``end_token_id`` into that
-        arm's rows; the other arms' rows are sampled as usual. Returns those rows.
+        arm's drawing rows (``active``); the other rows are sampled as usual. Returns
+        the rows ended.
 
         A logits processor cannot abort a request, but it can choose its last token:
         the request ends as if the model had stopped, no token is chosen by any
@@ -302,7 +375,7 @@ class QRSampler:
             ended_step_records(self.steps, recorded, options, identities, draw, self.end_token_id)
         )
         params[ended, _ACTIVE] = 0.0
-        return active & ~ended
+        return ended
 
     def close(self) -> None:
         self.unsampled.read()
@@ -323,6 +396,7 @@ def _record_results(selection: Selection) -> torch.Tensor:
         "token_id": selection.token_id,
         "token_rank": rank,
         "token_prob": selection.prob,
+        "cdf_low": selection.cdf_low,
         "num_candidates": candidates,
         "temperature": selection.temperature,
         "shannon_entropy": selection.entropy,

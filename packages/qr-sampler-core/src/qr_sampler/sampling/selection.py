@@ -1,6 +1,6 @@
 """u -> token, for a whole batch at once, on the logits' own device.
 
-Order of operations per row: temperature -> top-k -> softmax -> top-p -> CDF over
+Order of operations per row (vLLM's): temperature -> min-p -> top-k -> top-p -> CDF over
 tokens in descending probability order (ties: lower token id first) -> the token
 whose CDF interval holds u. u near 0 picks the most probable token. Logits that
 are already -inf (grammar masks, bad words, logit bias) keep probability 0.
@@ -18,6 +18,7 @@ from qr_sampler.sampling.ops.histogram_walk import histogram_walk
 from qr_sampler.sampling.ops.sorted_walk import sorted_walk
 from qr_sampler.sampling.ops.walk import Selection, Walk
 from qr_sampler.sampling.ops.workspace import Workspace
+from qr_sampler.settings.config import GREEDY_BELOW
 
 if TYPE_CHECKING:
     import torch
@@ -34,15 +35,17 @@ def select_tokens(
     temperature_of: Callable[[torch.Tensor | None], torch.Tensor],
     top_k: torch.Tensor | None,
     top_p: torch.Tensor | None,
+    min_p: torch.Tensor | None = None,
     *,
     with_entropy: bool = False,
     workspace: Workspace | None = None,
 ) -> Selection:
-    """Pick one token per row. Rows whose temperature is ``<= 0`` are greedy.
+    """Pick one token per row. Rows whose temperature is below ``GREEDY_BELOW`` are
+    greedy.
 
     ``temperature_of`` maps the rows' Shannon entropy (None unless
-    ``with_entropy``) to their temperatures. ``top_k``/``top_p`` may be None when
-    no row uses them (the caller knows from its host-side options; asking the
+    ``with_entropy``) to their temperatures. ``top_k``/``top_p``/``min_p`` may be
+    None when no row uses them (the caller knows from its host-side options; asking the
     device would wait for it). Logits may be float16, bfloat16, float32 or
     float64; they are only read.
     """
@@ -64,7 +67,7 @@ def select_tokens(
     temperature = temperature_of(entropy)
     # float64: a temperature such as 1e-46 is 0 in float32 and would divide by zero.
     wide_temperature = temperature.to(torch.float64)
-    greedy = wide_temperature <= 0
+    greedy = wide_temperature < GREEDY_BELOW
     step = Walk(
         values,
         row_max,
@@ -74,6 +77,7 @@ def select_tokens(
         u,
         top_k,
         top_p,
+        min_p,
         (valid, entropy, temperature),
     )
     return sorted_walk(step) if sorts(values) else histogram_walk(step)

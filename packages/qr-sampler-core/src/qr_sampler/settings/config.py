@@ -30,6 +30,8 @@ DISCRETE_UNIFORM_BYTE_STD = math.sqrt((256**2 - 1) / 12)
 LogLevel = Literal["none", "summary", "full"]
 #: Smallest admitted population_std (a device that repeats one byte value has 0).
 MIN_BYTE_STD = 1e-6
+#: A temperature below this is greedy (the argmax): vLLM's own threshold, ``_SAMPLING_EPS``.
+GREEDY_BELOW = 1e-5
 #: top_k beyond any vocabulary: the sampler's tables hold it as a float64.
 TOP_K_LIMIT = 1 << 31
 
@@ -76,6 +78,19 @@ class SamplingOptions(BaseModel):
         description="Keep the k most probable tokens; <= 0 disables",
     )
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus mass; 1.0 disables")
+    min_p: float = Field(
+        default=0.0, ge=0, le=1, description="Drop tokens below min_p times the top token's prob"
+    )
+    # vLLM's own bounds (SamplingParams): penalties outside them are refused there too.
+    repetition_penalty: float = Field(
+        default=1.0, gt=0, description="Divide (or multiply) seen tokens' logits by it"
+    )
+    frequency_penalty: float = Field(
+        default=0.0, ge=-2, le=2, description="Subtract per occurrence in the output"
+    )
+    presence_penalty: float = Field(
+        default=0.0, ge=-2, le=2, description="Subtract once if present in the output"
+    )
     log_level: LogLevel = Field(
         default="summary", description="Python logging: none, summary, full"
     )
@@ -128,6 +143,11 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
     model_config = SettingsConfigDict(env_prefix="QR_", extra="ignore", frozen=True)
 
     entropy_source_type: str = Field(default="system", description="Registered entropy source name")
+    sampling_policy: Literal["request", "server"] = Field(
+        default="request",
+        description="Whose temperature, top-k/top-p, min-p and penalties apply: each "
+        "request's own (vLLM's SamplingParams) or these QR_* settings for every request",
+    )
     fallback_mode: Literal["system", "error"] = Field(
         default="system", description="On source failure: draw from os.urandom (flagged) or fail"
     )
@@ -226,13 +246,16 @@ def resolve_options(
     extra_args: Mapping[str, Any] | None,
     amplifiers: Mapping[str, object],
     temperature_strategies: Mapping[str, object],
+    standard: Mapping[str, Any] | None = None,
 ) -> SamplingOptions:
-    """The effective options of one request: server defaults plus its ``qr_*`` overrides.
+    """The effective options of one request: server defaults, then the request's own
+    ``standard`` sampling parameters (under ``QR_SAMPLING_POLICY=request``), then its
+    ``qr_*`` overrides, each winning over the one before.
 
     Strings such as ``"true"``, ``"1"`` and ``"0.9"`` are accepted because vLLM's
     OpenAI server passes ``vllm_xargs`` values only as str, int or float.
     """
-    overrides = request_overrides(extra_args)
+    overrides = {**(standard or {}), **request_overrides(extra_args)}
     if overrides:
         try:
             options = SamplingOptions.model_validate({**defaults.model_dump(), **overrides})

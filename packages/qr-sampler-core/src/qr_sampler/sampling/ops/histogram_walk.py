@@ -46,18 +46,20 @@ def histogram_walk(step: Walk) -> Selection:
         mass = torch.where(cut, nucleus.through, total)
         end_token = nucleus.token_id
     chosen = masses.crossing(step.target(mass), inclusive=False)
-    token_id, amount = chosen.token_id, chosen.amount
+    token_id, amount, through = chosen.token_id, chosen.amount, chosen.through
     if end_token is not None and cut is not None:
         # u rounding to 1 must not step past the nucleus, whatever the sums did.
         beyond = cut & _comes_after(values, token_id, end_token)
         token_id = torch.where(beyond, end_token, token_id)
         amount = torch.where(beyond, nucleus.amount, amount)
+        through = torch.where(beyond, nucleus.through, through)
     return Selection(
         token_id,
         *step.given,
         greedy=step.greedy,
         amount=amount,
         mass=mass,
+        before=lambda: through - amount,
         weight=weight,
         nucleus_end=end_token,
         nucleus_cut=cut,

@@ -34,12 +34,14 @@ def sorted_walk(step: Walk) -> Selection:
         end = torch.where(cut[:, None], nucleus, last)
     # The first token whose running sum exceeds the target, never past the nucleus.
     at = torch.minimum(torch.searchsorted(through, step.target(mass)[:, None], right=True), end)
+    amount = weight.gather(1, at).squeeze(1)
     return Selection(
         order.gather(1, at).squeeze(1),
         *step.given,
         greedy=step.greedy,
-        amount=weight.gather(1, at).squeeze(1),
+        amount=amount,
         mass=mass,
+        before=lambda: through.gather(1, at).squeeze(1) - amount,
         weight=weight,
         nucleus_end=end_token,
         nucleus_cut=cut,

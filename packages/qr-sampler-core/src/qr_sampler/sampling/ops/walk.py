@@ -40,9 +40,11 @@ class Selection:
     temperature: torch.Tensor
     #: Rows whose temperature is <= 0: they take their most probable token.
     greedy: torch.Tensor
-    #: The token's weight, and the mass (after top-k and top-p) it was drawn from.
+    #: The token's weight, the mass (after min-p, top-k and top-p) it was drawn
+    #: from, and (computed when asked for) the mass before it in the walk's order.
     amount: torch.Tensor
     mass: torch.Tensor
+    before: Callable[[], torch.Tensor]
     #: The step's token weights after top-k (valid until the next step).
     weight: torch.Tensor
     #: Where top-p cut the distribution: the nucleus' last token, and which rows.
@@ -55,10 +57,17 @@ class Selection:
 
     @property
     def prob(self) -> torch.Tensor:
-        """The token's probability after temperature, top-k and top-p."""
+        """The token's probability after temperature, min-p, top-k and top-p."""
         import torch
 
         return torch.where(self.greedy, 1.0, self.amount / self.mass)
+
+    @property
+    def cdf_low(self) -> torch.Tensor:
+        """Where the token's CDF interval starts: it holds u in [cdf_low, cdf_low + prob)."""
+        import torch
+
+        return torch.where(self.greedy, 0.0, self.before() / self.mass)
 
     def ranks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """0-based rank of each chosen token in descending order, and how many
@@ -83,8 +92,8 @@ class Selection:
 @dataclass(frozen=True)
 class Walk:
     """What both walks start from: the rows, their maxima and (safe) temperatures,
-    the rows' u, top-k and top-p, and what the ``Selection`` carries unchanged
-    (valid, entropy, temperature as given)."""
+    the rows' u, top-k, top-p and min-p, and what the ``Selection`` carries
+    unchanged (valid, entropy, temperature as given)."""
 
     values: torch.Tensor
     row_max: torch.Tensor
@@ -94,12 +103,20 @@ class Walk:
     u: torch.Tensor
     top_k: torch.Tensor | None
     top_p: torch.Tensor | None
+    min_p: torch.Tensor | None
     given: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
 
     def weights(self, ordered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float64 weights of ``ordered`` (the rows, in whichever order the walk
-        needs), and their float32 log-weights."""
-        return row_weights(ordered, self.row_max, self.temperature, self.workspace)
+        needs), min-p applied, and their float32 log-weights."""
+        import torch
+
+        weight, log_weight = row_weights(ordered, self.row_max, self.temperature, self.workspace)
+        if self.min_p is not None:
+            # The top token weighs exactly 1, so min-p of the top probability is
+            # min-p itself: vLLM keeps p >= min_p * p_max, and so does this.
+            weight.masked_fill_(weight < self.min_p.to(torch.float64)[:, None], 0.0)
+        return weight, log_weight
 
     def reach(self, total: torch.Tensor) -> torch.Tensor:
         """The mass the nucleus must reach (with ``top_p`` set)."""
