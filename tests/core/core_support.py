@@ -10,8 +10,7 @@ import torch
 from qr_sampler import EntropySource, EntropyUnavailableError, FallbackEntropySource
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.sampling.sampler import QRSampler
-from qr_sampler.settings.config import GREEDY_BELOW
-from qr_sampler.settings.config import QRSamplerConfig
+from qr_sampler.settings.config import GREEDY_BELOW, QRSamplerConfig
 
 
 class RecordingSource(EntropySource):

@@ -35,6 +35,7 @@ def clean_environment(
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     get_registry.cache_clear()
+    adapter._admission_config.cache_clear()
     adapter._admission_defaults.cache_clear()
     adapter._admission_arms.cache_clear()
     # The adapter copies vLLM's handlers onto qr-sampler's logger; pytest's capture
@@ -50,6 +51,7 @@ def clean_environment(
         each.setLevel(level)
         each.propagate = propagate
     get_registry.cache_clear()
+    adapter._admission_config.cache_clear()
     adapter._admission_defaults.cache_clear()
     adapter._admission_arms.cache_clear()
 

@@ -201,7 +201,8 @@ def test_every_admitted_request_gives_a_finite_record_and_an_allowed_token(
         drawn = NUMERIC_RECORD_FIELDS
         if record["sample_count"] == 0:
             # A greedy request takes its argmax: no bytes, so nothing to amplify.
-            assert record["greedy"] and record["token_rank"] == 0
+            assert record["greedy"]
+            assert record["token_rank"] == 0
             assert record["u"] is record["z_score"] is record["sample_mean"] is None
             drawn = NUMERIC_RECORD_FIELDS[3:]
         assert all(math.isfinite(record[name]) for name in drawn), record

@@ -58,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
         + (f"; {report.ended} ended a request in strict mode (no bytes)" if report.ended else "")
+        + (f"; {report.greedy} greedy (the argmax, no bytes)" if report.greedy else "")
     )
     return 1 if report.mismatches else 0

@@ -3,7 +3,10 @@
 For every record: the SHA-256 of its bytes in the archive, then the sample mean, z
 and u recomputed from those bytes by the record's own amplifier and parameters.
 Without the archive, z and u are recomputed from the recorded sample mean where
-the amplifier allows it (``zscore_mean`` does).
+the amplifier allows it (``zscore_mean`` does). Then the token's place: u must lie
+in the CDF interval the record gives the token (``cdf_low`` to ``cdf_low +
+token_prob``, the distribution after the recorded policy), and a greedy token,
+chosen by no bytes, must be the most probable one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from qr_sampler.settings.config import NUMERIC_FIELDS, SamplingOptions
 #: Recomputed floats must agree to this relative tolerance: a few units in the last
 #: place, so another machine's libm may differ but no edited value passes.
 RELATIVE_TOLERANCE = 1e-12
+#: u may sit this far outside its token's recorded interval: the interval's ends are
+#: float64 sums over the vocabulary, the walk's own (see the README's tolerance).
+INTERVAL_TOLERANCE = 1e-9
 
 _AMPLIFIER_FIELDS = ("population_mean", "population_std", "uniform_clamp_epsilon")
 _NEEDED = (
@@ -57,6 +63,8 @@ class VerifyReport:
     #: Strict-mode records of tokens that ended a request for want of entropy: no
     #: bytes chose them, so there is nothing to recompute.
     ended: int = 0
+    #: Greedy tokens (the argmax, no bytes): checked to be rank 0 and carry no u.
+    greedy: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
 
 
@@ -72,6 +80,10 @@ def verify(
         for number, record in _records(records_path, report):
             if record.get("end_reason"):
                 report.ended += 1
+                continue
+            if record.get("greedy") and record.get("sample_count") == 0:
+                report.greedy += 1
+                report.mismatches.extend(_check_greedy(number, record))
                 continue
             problems = _check(number, record, archive, size, registry)
             if problems is None:
@@ -163,7 +175,37 @@ def _check(
         found = float(record[key])
         if not math.isclose(found, float(value), rel_tol=RELATIVE_TOLERANCE, abs_tol=0.0):
             problems.append(Mismatch(number, key, repr(float(value)), repr(found)))
-    return problems
+    return problems + _check_interval(number, record)
+
+
+def _check_interval(number: int, record: Mapping[str, Any]) -> list[Mismatch]:
+    """u inside the token's CDF interval, as the record gives it (records written
+    before intervals were recorded have no ``cdf_low`` and pass)."""
+    low, prob, u = record.get("cdf_low"), record.get("token_prob"), float(record["u"])
+    if record.get("greedy") or not isinstance(low, (int, float)):
+        return []
+    if not isinstance(prob, (int, float)) or not 0 < prob <= 1:
+        return [Mismatch(number, "token_prob", "a probability in (0, 1]", repr(prob))]
+    if not low - INTERVAL_TOLERANCE <= u <= low + prob + INTERVAL_TOLERANCE:
+        return [
+            Mismatch(
+                number,
+                "u",
+                f"a value in the token's interval [{low!r}, {low + prob!r})",
+                repr(u),
+            )
+        ]
+    return []
+
+
+def _check_greedy(number: int, record: Mapping[str, Any]) -> list[Mismatch]:
+    """A greedy token took no bytes, is the most probable token and says so."""
+    expected = {"u": None, "entropy_sha256": None, "token_rank": 0, "token_prob": 1.0}
+    return [
+        Mismatch(number, name, repr(value), repr(record.get(name)))
+        for name, value in expected.items()
+        if record.get(name) != value
+    ]
 
 
 def _params(record: Mapping[str, Any]) -> dict[str, np.ndarray[Any, np.dtype[np.float64]]]:
