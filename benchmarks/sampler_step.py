@@ -3,7 +3,9 @@
 For each batch size and configuration, one engine step of each is timed on
 identical logits (vocab 151,936, float32, CPU): qr-sampler's processor as vLLM's
 loader builds it (entropy fetch from the system source included), and vLLM's
-``Sampler`` with matching settings. The ratio qr / vLLM is taken pair by pair.
+``Sampler`` with the same ``SamplingParams`` (the processor reads them: the
+request's parameters are its policy), penalties over a 200-token prompt and a
+100-token output included. The ratio qr / vLLM is taken pair by pair.
 
 Then the hard cases for qr-sampler's CDF walk (batch 64: rows whose crossing bin
 holds most of the vocabulary, and one row with a huge top-k) next to the normal
@@ -27,6 +29,7 @@ from vllm.config import DeviceConfig, VllmConfig
 from vllm.platforms import current_platform
 from vllm.utils import platform_utils
 from vllm.v1.sample.logits_processor import BatchUpdateBuilder, LogitsProcessors
+from vllm.v1.sample.logits_processor.builtin import MinPLogitsProcessor
 from vllm.v1.sample.metadata import SamplingMetadata
 from vllm.v1.sample.sampler import Sampler
 
@@ -37,12 +40,26 @@ type(current_platform).is_pin_memory_available = classmethod(lambda cls: False)
 platform_utils.is_pin_memory_available.cache_clear()
 
 VOCAB = 151_936
+PROMPT_TOKENS, OUTPUT_TOKENS = 200, 100
 CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    # name: (qr_* request keys, the matching vLLM SamplingParams)
-    "defaults": ({}, {"temperature": 0.7}),
-    "top_k=50 top_p=0.9": (
-        {"qr_top_k": 50, "qr_top_p": 0.9},
-        {"temperature": 0.7, "top_k": 50, "top_p": 0.9},
+    # name: (qr_* request keys, the request's SamplingParams, which both samplers follow)
+    "temperature": ({}, {"temperature": 0.7}),
+    "top_k=50 top_p=0.9": ({}, {"temperature": 0.7, "top_k": 50, "top_p": 0.9}),
+    "chat client": (
+        {},
+        {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05},
+    ),
+    "every parameter": (
+        {},
+        {
+            "temperature": 0.9,
+            "top_p": 0.9,
+            "top_k": 50,
+            "min_p": 0.05,
+            "repetition_penalty": 1.1,
+            "frequency_penalty": 0.3,
+            "presence_penalty": 0.2,
+        },
     ),
     "edt": ({"qr_temperature_strategy": "edt"}, {"temperature": 0.7}),
 }
@@ -92,10 +109,29 @@ def make_logits(rows: int, kind: str, generator: torch.Generator) -> torch.Tenso
     return logits
 
 
+def token_history(rows: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Each row's prompt and output token ids (what the penalties read)."""
+    generator = torch.Generator().manual_seed(7)
+    prompts = torch.randint(0, VOCAB, (rows, PROMPT_TOKENS), generator=generator).tolist()
+    outputs = torch.randint(0, VOCAB, (rows, OUTPUT_TOKENS), generator=generator).tolist()
+    return prompts, outputs
+
+
 def vllm_metadata(rows: int, params: SamplingParams, *others: SamplingParams) -> SamplingMetadata:
     """Row 0 takes ``params``; the other rows ``others[0]`` if given."""
     every = [params, *[others[0] if others else params] * (rows - 1)]
     top_k = [p.top_k if p.top_k > 0 else VOCAB for p in every]
+    prompts, outputs = token_history(rows)
+    penalized = any(
+        (p.repetition_penalty, p.frequency_penalty, p.presence_penalty) != (1.0, 0.0, 0.0)
+        for p in every
+    )
+    # min_p is one of vLLM's built-in processors: it gets the batch as vLLM hands it over.
+    min_p = MinPLogitsProcessor(VllmConfig(device_config=DeviceConfig(device="cpu")), "cpu", False)
+    builder = BatchUpdateBuilder()
+    for row, p in enumerate(every):
+        builder.added.append((row, p, prompts[row], outputs[row]))
+    min_p.update_state(builder.get_and_reset(rows))
     return SamplingMetadata(
         temperature=torch.tensor([p.temperature for p in every]),
         all_greedy=False,
@@ -104,28 +140,29 @@ def vllm_metadata(rows: int, params: SamplingParams, *others: SamplingParams) ->
         top_k=torch.tensor(top_k, dtype=torch.int32) if min(top_k) < VOCAB else None,
         generators={},
         max_num_logprobs=None,
-        no_penalties=True,
-        prompt_token_ids=None,
-        frequency_penalties=torch.zeros(rows),
-        presence_penalties=torch.zeros(rows),
-        repetition_penalties=torch.ones(rows),
-        output_token_ids=[[] for _ in range(rows)],
+        no_penalties=not penalized,
+        prompt_token_ids=torch.tensor(prompts) if penalized else None,
+        frequency_penalties=torch.tensor([p.frequency_penalty for p in every]),
+        presence_penalties=torch.tensor([p.presence_penalty for p in every]),
+        repetition_penalties=torch.tensor([p.repetition_penalty for p in every]),
+        output_token_ids=outputs,
         allowed_token_ids_mask=None,
         bad_words_token_ids={},
-        logitsprocs=LogitsProcessors(),
+        logitsprocs=LogitsProcessors([min_p]),
     )
 
 
 def qr_processor(
-    rows: int, request_keys: dict[str, Any], other_rows: dict[str, Any] | None = None
+    rows: int, params: SamplingParams, *others: SamplingParams
 ) -> QRSamplerLogitsProcessor:
-    """Row 0 sends ``request_keys``; the others ``other_rows`` if given."""
+    """Row 0 sends ``params``; the others ``others[0]`` if given."""
     config = VllmConfig(device_config=DeviceConfig(device="cpu"))
     processor = QRSamplerLogitsProcessor(config, torch.device("cpu"), False)
     builder = BatchUpdateBuilder()
+    prompts, outputs = token_history(rows)
     for row in range(rows):
-        keys = request_keys if row == 0 or other_rows is None else other_rows
-        builder.added.append((row, SamplingParams(extra_args=keys), [1], []))
+        request = params if row == 0 or not others else others[0]
+        builder.added.append((row, request, prompts[row], outputs[row]))
     processor.update_state(builder.get_and_reset(rows))
     return processor
 
@@ -136,8 +173,9 @@ def bench_case(rows: int, name: str, steps: int) -> dict[str, Any]:
     logits = torch.empty_like(base)
     refill = lambda: logits.copy_(base)  # noqa: E731 - untimed, before every step
 
-    processor = qr_processor(rows, request_keys)
-    sampler, metadata = Sampler(), vllm_metadata(rows, SamplingParams(**vllm_params))
+    params = SamplingParams(**vllm_params, extra_args=request_keys)
+    processor = qr_processor(rows, params)
+    sampler, metadata = Sampler(), vllm_metadata(rows, params)
     qr, vllm = time_pairs_ms(
         lambda: processor.apply(logits),
         lambda: sampler(logits, metadata),
@@ -159,9 +197,11 @@ def bench_worst(rows: int, name: str, steps: int) -> dict[str, Any]:
     kind, first_keys, other_keys, first_params, other_params = WORST[name]
     base = make_logits(rows, kind, torch.Generator().manual_seed(rows))
     logits = torch.empty_like(base)
-    processor = qr_processor(rows, first_keys, other_keys)
+    first = SamplingParams(**first_params, extra_args=first_keys)
+    other = SamplingParams(**other_params, extra_args=other_keys)
+    processor = qr_processor(rows, first, other)
     sampler = Sampler()
-    metadata = vllm_metadata(rows, SamplingParams(**first_params), SamplingParams(**other_params))
+    metadata = vllm_metadata(rows, first, other)
     qr, vllm, full_sort = time_interleaved_ms(
         [
             lambda: processor.apply(logits),
