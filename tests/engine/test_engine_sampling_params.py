@@ -49,7 +49,7 @@ def engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             # until it runs out of tokens.
             "--structured-outputs-config",
             '{"backend": "xgrammar", "disable_any_whitespace": true}',
-        ],  # fmt: skip
+        ],
     )
     server.start()
     yield server
