@@ -22,22 +22,17 @@ import argparse
 import sys
 from typing import Any
 
+import cpu_vllm  # noqa: F401 - first: vLLM's modules read pinned memory at import
 import torch
 from common import summary, time_interleaved_ms, time_pairs_ms, write_results
 from vllm import SamplingParams
 from vllm.config import DeviceConfig, VllmConfig
-from vllm.platforms import current_platform
-from vllm.utils import platform_utils
 from vllm.v1.sample.logits_processor import BatchUpdateBuilder, LogitsProcessors
 from vllm.v1.sample.logits_processor.builtin import MinPLogitsProcessor
 from vllm.v1.sample.metadata import SamplingMetadata
 from vllm.v1.sample.sampler import Sampler
 
 from qr_sampler.engine.processor import QRSamplerLogitsProcessor
-
-# vLLM's CUDA wheel on a machine without a GPU claims pinned memory; say no.
-type(current_platform).is_pin_memory_available = classmethod(lambda cls: False)
-platform_utils.is_pin_memory_available.cache_clear()
 
 VOCAB = 151_936
 PROMPT_TOKENS, OUTPUT_TOKENS = 200, 100
