@@ -103,6 +103,7 @@ def _build(facts: StepFacts) -> list[TokenRecord | None]:
                 arm=arm.label,
                 fallback_reason=row_draw.fallback_reason,
                 prng_seed=None if row_draw.fallback else arm.seed,
+                entropy_server=row_draw.server,
             )
         )
     return built

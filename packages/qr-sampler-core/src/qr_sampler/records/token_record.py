@@ -54,6 +54,10 @@ class TokenRecord:
     prng_seed: int | None = None
     #: Set when qr-sampler ended the request with this token (strict-mode outage).
     end_reason: str | None = None
+    #: The server that delivered the bytes, for a source balanced over several
+    #: (gRPC's peer name, ``ipv4:10.0.0.7:50051``; comma-separated if chunks of one
+    #: draw went to several).
+    entropy_server: str | None = None
 
     def to_json(self) -> str:
         """Strict JSON: a value that is NaN or infinite is written as ``null``."""
