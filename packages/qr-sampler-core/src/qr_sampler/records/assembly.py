@@ -48,6 +48,7 @@ class StepFacts:
     #: Where the step's draw starts in the bytes archive (None: not archived).
     archived_at: int | None
     total_ms: float
+    dp_rank: int = 0
 
 
 def step_records(facts: StepFacts) -> StepRecords:
@@ -104,6 +105,7 @@ def _build(facts: StepFacts) -> list[TokenRecord | None]:
                 fallback_reason=row_draw.fallback_reason,
                 prng_seed=None if row_draw.fallback else arm.seed,
                 entropy_server=row_draw.server,
+                dp_rank=facts.dp_rank,
             )
         )
     return built
@@ -116,6 +118,7 @@ def ended_step_records(
     identities: list[Identity],
     draw: StepDraw,
     end_token_id: int,
+    dp_rank: int = 0,
 ) -> StepRecords:
     """The records of rows ended for want of entropy (strict mode), already built."""
     records = []
@@ -131,6 +134,7 @@ def ended_step_records(
                 request_id,
                 position,
                 draw.arms[arm].label,
+                dp_rank,
             )
         )
     return StepRecords.ready(records, options)
