@@ -104,7 +104,13 @@ class UrandomServer(Process):
 class VllmServer(Process):
     """vLLM's OpenAI server with the plugin, one configuration per instance."""
 
-    def __init__(self, model: Path, run_dir: Path, settings: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        model: Path,
+        run_dir: Path,
+        settings: Mapping[str, str],
+        vllm_args: Sequence[str] = (),
+    ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.records_path = run_dir / "records.jsonl"
@@ -126,6 +132,7 @@ class VllmServer(Process):
             "--host", "127.0.0.1", "--port", str(self.port),
             "--dtype", "float32", "--max-model-len", "1024", "--max-num-seqs", "32",
             "--max-num-batched-tokens", str(MAX_BATCHED_TOKENS), "--enforce-eager",
+            *vllm_args,
         ]  # fmt: skip
         super().__init__(argv, env, run_dir / "vllm.log")
         self.base_url = f"http://127.0.0.1:{self.port}"

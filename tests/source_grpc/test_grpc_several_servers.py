@@ -300,8 +300,10 @@ def test_a_draw_names_the_server_and_a_fresh_thread_has_none() -> None:
 def test_without_health_checking_the_service_config_balances_only() -> None:
     checked = service_config(GrpcSourceSettings())
     unchecked = service_config(GrpcSourceSettings(health_check=False))
-    assert '"round_robin"' in checked and '"healthCheckConfig"' in checked
-    assert '"round_robin"' in unchecked and "healthCheckConfig" not in unchecked
+    assert '"round_robin"' in checked
+    assert '"healthCheckConfig"' in checked
+    assert '"round_robin"' in unchecked
+    assert "healthCheckConfig" not in unchecked
 
 
 def test_a_server_that_names_itself_not_is_recorded_by_the_configured_address() -> None:

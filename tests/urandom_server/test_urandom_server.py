@@ -25,8 +25,8 @@ from qr_urandom_server.proto.qr_entropy.v1 import entropy_service_pb2_grpc as pb
 from qr_urandom_server.server import EntropyServer
 from qr_urandom_server.servicer import (
     GET_ENTROPY_METHOD_PATH,
-    SERVICE_NAME,
     SERVER_NAME_METADATA,
+    SERVICE_NAME,
     STREAM_ENTROPY_METHOD_PATH,
     EntropyServicer,
 )

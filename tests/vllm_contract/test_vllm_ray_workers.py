@@ -90,7 +90,9 @@ def install_acme(site: Path) -> None:
     (info / "entry_points.txt").write_text("[qr_sampler]\nacme = qr_acme_plugin\n")
 
 
-def python(script: str, env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def python(
+    script: str, env: dict[str, str], cwd: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
         env=env,

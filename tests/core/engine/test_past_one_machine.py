@@ -149,7 +149,8 @@ def test_a_request_id_in_two_files_is_a_mismatch(
     copy.write_text(first.read_text())
     assert main(["verify", str(first), str(copy)]) == 1
     out = capsys.readouterr().out
-    assert "is in" in out and "files of different runs?" in out
+    assert "is in" in out
+    assert "files of different runs?" in out
     assert "request_id 4" in out
 
 
