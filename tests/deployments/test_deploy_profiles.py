@@ -112,7 +112,7 @@ def test_a_typo_fails_with_did_you_mean(capsys: pytest.CaptureFixture[str], tmp_
         (
             "QR_GRPC_SERVER_ADDRESS",
             "10.0.0.115",
-            "QR_GRPC_SERVER_ADDRESS: Value error, must be host:port",
+            "QR_GRPC_SERVER_ADDRESS: Value error, '10.0.0.115' is not host:port",
         ),
         (
             "QR_GRPC_MODE",

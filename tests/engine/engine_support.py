@@ -109,7 +109,7 @@ class VllmServer(Process):
         model: Path,
         run_dir: Path,
         settings: Mapping[str, str],
-        server_args: Sequence[str] = (),
+        vllm_args: Sequence[str] = (),
     ) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -132,7 +132,7 @@ class VllmServer(Process):
             "--host", "127.0.0.1", "--port", str(self.port),
             "--dtype", "float32", "--max-model-len", "1024", "--max-num-seqs", "32",
             "--max-num-batched-tokens", str(MAX_BATCHED_TOKENS), "--enforce-eager",
-            *server_args,
+            *vllm_args,
         ]  # fmt: skip
         super().__init__(argv, env, run_dir / "vllm.log")
         self.base_url = f"http://127.0.0.1:{self.port}"

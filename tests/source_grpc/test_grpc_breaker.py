@@ -95,6 +95,18 @@ def test_opens_after_consecutive_failures_and_fails_fast() -> None:
         breaker.admit(1)
 
 
+def test_calls_in_flight_together_count_as_one_failure() -> None:
+    """A server dying fails every call it held at once: one event, not one per call."""
+    breaker = _breaker(FakeClock(), max_consecutive_failures=3)
+    in_flight = [breaker.admit(1) for _ in range(8)]
+    for attempt in in_flight:
+        breaker.record_failure(attempt)
+    assert breaker.snapshot()["consecutive_failures"] == 1
+    for _ in range(2):  # retries, each let through after the last failure was counted
+        breaker.record_failure(breaker.admit(1))
+    assert breaker.snapshot()["breaker_state"] == "open"
+
+
 def test_half_open_lets_one_probe_through_and_closes_on_success() -> None:
     clock = FakeClock()
     breaker = _breaker(clock, max_consecutive_failures=1, recovery_window_s=10)
@@ -177,15 +189,15 @@ def test_half_open_probe_gets_the_full_timeout_and_relearns() -> None:
     breaker = _breaker(clock, cap_ms=2000, min_timeout_ms=5, max_consecutive_failures=1)
     for _ in range(50):
         breaker.record_success(1.0, 1)
-    assert breaker.admit(1) == (0.1, True, False)  # learned: 5% of the timeout
+    assert breaker.admit(1)[:3] == (0.1, True, False)  # learned: 5% of the timeout
     breaker.record_failure()
     clock.now += 10
     probe = breaker.admit(1)
-    assert probe == (2.0, False, True)  # the probe may take the full QR_GRPC_TIMEOUT_MS
+    assert probe[:3] == (2.0, False, True)  # the probe may take the full QR_GRPC_TIMEOUT_MS
     breaker.record_success(200.0, 1, relearn=True)
     assert breaker.snapshot()["p99_latency_ms"] == 200.0  # the 1 ms samples are gone
-    assert breaker.admit(1) == (pytest.approx(0.3), True, False)
-    assert breaker.admit(1, full_timeout=True) == (2.0, False, False)
+    assert breaker.admit(1)[:3] == (pytest.approx(0.3), True, False)
+    assert breaker.admit(1, full_timeout=True)[:3] == (2.0, False, False)
 
 
 def _slowable_server(delay_s: list[float], failing: list[bool]) -> Any:

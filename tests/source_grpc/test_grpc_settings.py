@@ -8,7 +8,7 @@ import pytest
 
 from qr_sampler import ConfigValidationError
 from qr_source_grpc import CircuitBreakerSettings, GrpcEntropySource, GrpcSourceSettings
-from qr_source_grpc.channel import is_local
+from qr_source_grpc.targets import is_local
 
 SECRET = "sk-settings-0123456789-KEY"
 
@@ -28,6 +28,7 @@ def test_env_names_are_the_contract() -> None:
         "QR_GRPC_TLS_CERT_FILE",
         "QR_GRPC_TLS_KEY_FILE",
         "QR_GRPC_MAX_BYTES_PER_REQUEST",
+        "QR_GRPC_HEALTH_CHECK",
     }
     assert set(CircuitBreakerSettings.env_names()) == {
         "QR_CB_WINDOW_SIZE",
@@ -187,4 +188,53 @@ def test_key_is_masked_in_repr_and_dumps(monkeypatch: pytest.MonkeyPatch) -> Non
     ],
 )
 def test_which_addresses_count_as_local(address: str, local: bool) -> None:
+    assert is_local(address) is local
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ipv4:10.0.0.7:50051,10.0.0.8:50051",
+        "ipv4:127.0.0.1:50051",
+        "ipv6:[::1]:50051,[2001:db8::1]:50052",
+        "dns:///entropy:50051",
+        "dns://10.0.0.2:53/entropy.qrng.svc:50051",
+        "dns:entropy:50051",
+        "unix:///run/qrng.sock",
+    ],
+)
+def test_grpc_target_syntax_is_accepted(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    monkeypatch.setenv("QR_GRPC_SERVER_ADDRESS", address)
+    assert GrpcSourceSettings.load().server_address == address
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("ipv4:10.0.0.7:50051,entropy:50051", "IPV4 addresses only.*dns:///name:port"),
+        ("ipv6:10.0.0.7:50051", "IPV6 addresses only"),
+        ("ipv4:10.0.0.7", "not host:port"),
+        ("dns:///entropy", "not host:port"),
+        ("https://entropy:50051", "no https:// scheme.*QR_GRPC_TLS=true"),
+    ],
+)
+def test_malformed_targets_say_what_is_wrong(
+    monkeypatch: pytest.MonkeyPatch, address: str, message: str
+) -> None:
+    monkeypatch.setenv("QR_GRPC_SERVER_ADDRESS", address)
+    with pytest.raises(ConfigValidationError, match=message):
+        GrpcSourceSettings.load()
+
+
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [
+        ("ipv4:127.0.0.1:1,127.0.0.2:2", True),
+        ("ipv4:127.0.0.1:1,10.0.0.8:2", False),
+        ("dns:///localhost:50051", True),
+        ("dns:///entropy:50051", False),
+        ("not an address", False),
+    ],
+)
+def test_a_list_is_local_only_when_every_server_is(address: str, local: bool) -> None:
     assert is_local(address) is local

@@ -99,14 +99,14 @@ def test_idle_streams_leave_unary_calls_and_health_answering() -> None:
         outcomes: list[grpc.StatusCode | int] = []
         try:
             for _ in range(2):
-                more = [HeldStream(channel) for _ in range(16)]
+                more = [HeldStream(channel) for _ in range(32)]
                 streams += more
                 outcomes += [stream.first() for stream in more]
                 assert len(get(channel, 32).data) == 32
                 assert health(channel) == health_pb2.HealthCheckResponse.SERVING
-            assert outcomes[:16] == [7] * 16
-            # 24 of the 32 workers may hold streams; more are refused, not queued.
-            assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 8
+            assert outcomes[:32] == [7] * 32
+            # 48 of the 64 workers may hold streams; more are refused, not queued.
+            assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 16
         finally:
             for stream in streams:
                 stream.close()

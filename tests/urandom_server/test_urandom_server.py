@@ -25,6 +25,7 @@ from qr_urandom_server.proto.qr_entropy.v1 import entropy_service_pb2_grpc as pb
 from qr_urandom_server.server import EntropyServer
 from qr_urandom_server.servicer import (
     GET_ENTROPY_METHOD_PATH,
+    SERVER_NAME_METADATA,
     SERVICE_NAME,
     STREAM_ENTROPY_METHOD_PATH,
     EntropyServicer,
@@ -465,3 +466,21 @@ def test_package_exports_lazily() -> None:
     assert isinstance(qr_urandom_server.__version__, str)
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = qr_urandom_server.no_such_name
+
+
+def test_every_entropy_call_names_the_server_in_its_initial_metadata(
+    tcp_server: EntropyServer, unix_server: EntropyServer
+) -> None:
+    port = tcp_server.address.rpartition(":")[2]
+    assert tcp_server.servicer.server_name == f"test-dev@{socket.gethostname()}:{port}"
+    assert unix_server.servicer.server_name == (
+        f"test-dev@{socket.gethostname()}:{unix_server.address}"
+    )
+    with grpc.insecure_channel(tcp_server.address) as channel:
+        stub = pb2_grpc.EntropyServiceStub(channel)
+        _, unary = stub.GetEntropy.with_call(pb2.EntropyRequest(bytes_needed=4), timeout=TIMEOUT)
+        stream = stub.StreamEntropy(iter([pb2.EntropyRequest(bytes_needed=4)]), timeout=TIMEOUT)
+        assert len(next(stream).data) == 4
+        for call in (unary, stream):
+            named = dict(call.initial_metadata())
+            assert named[SERVER_NAME_METADATA] == tcp_server.servicer.server_name

@@ -38,6 +38,8 @@ class Attempt(NamedTuple):
     shortened: bool
     #: The half-open probe, which decides whether the breaker closes.
     probe: bool
+    #: Failures counted before this call was let through (see ``record_failure``).
+    epoch: int = 0
 
 
 def _p99(values: list[float]) -> float:
@@ -66,6 +68,7 @@ class CircuitBreaker:
         self._samples: deque[tuple[float, int]] = deque(maxlen=settings.window_size)
         self._state = CLOSED
         self._failures = 0
+        self._counted = 0
         self._opened_at = 0.0
         self._probing = False
 
@@ -79,8 +82,9 @@ class CircuitBreaker:
         """
         with self._lock:
             probe = self._admit_probe() if self._state != CLOSED else False
+            epoch = self._counted
         timeout_s = self._cap_ms / 1000.0 if probe or full_timeout else self.deadline_s(count)
-        return Attempt(timeout_s, timeout_s * 1000.0 < self._cap_ms, probe)
+        return Attempt(timeout_s, timeout_s * 1000.0 < self._cap_ms, probe, epoch)
 
     def _admit_probe(self) -> bool:
         """With the lock held and the breaker not closed: True for the probe, else raise."""
@@ -124,8 +128,15 @@ class CircuitBreaker:
             self._failures = 0
             self._probing = False
 
-    def record_failure(self) -> None:
+    def record_failure(self, attempt: Attempt | None = None) -> None:
+        """A transport failure of ``attempt``. Calls that were already in flight when
+        another failure was counted are not counted again: a server that dies fails every
+        call it held at the same moment, and behind a balanced target the other servers
+        still answer, so one event must not open the breaker for the whole set."""
         with self._lock:
+            if attempt is not None and attempt.epoch != self._counted:
+                return
+            self._counted += 1
             self._failures += 1
             if (
                 self._state == HALF_OPEN

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
+import json
 from pathlib import Path
 
 import grpc
@@ -17,19 +17,6 @@ _RECONNECT_OPTIONS = (
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
-
-
-def is_local(address: str) -> bool:
-    """True for unix sockets and loopback hosts, where a key cannot be sniffed in transit."""
-    if address.startswith(("unix:", "unix-abstract:")):
-        return True
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a DNS name other than localhost
-        return False
 
 
 def _read(path: str, variable: str) -> bytes | None:
@@ -49,13 +36,24 @@ def _credentials(settings: GrpcSourceSettings) -> grpc.ChannelCredentials:
     )
 
 
+def service_config(settings: GrpcSourceSettings) -> str:
+    """gRPC's own balancing over every server the target names: ``round_robin`` spreads
+    calls over the connected ones, and with ``QR_GRPC_HEALTH_CHECK`` gRPC watches each
+    server's standard health service (the server as a whole, service name "") and
+    sends nothing to one that is not SERVING. gRPC treats a server without a health
+    service as healthy, so third-party servers work unchanged."""
+    config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if settings.health_check:
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return json.dumps(config)
+
+
 def open_channel(settings: GrpcSourceSettings) -> grpc.Channel:
     """A channel to ``QR_GRPC_SERVER_ADDRESS``, secure when ``QR_GRPC_TLS`` is on.
 
     Unreadable certificate files are a ``ConfigValidationError`` naming the variable.
     """
+    options = (*_RECONNECT_OPTIONS, ("grpc.service_config", service_config(settings)))
     if settings.tls:
-        return grpc.secure_channel(
-            settings.server_address, _credentials(settings), options=_RECONNECT_OPTIONS
-        )
-    return grpc.insecure_channel(settings.server_address, options=_RECONNECT_OPTIONS)
+        return grpc.secure_channel(settings.server_address, _credentials(settings), options=options)
+    return grpc.insecure_channel(settings.server_address, options=options)

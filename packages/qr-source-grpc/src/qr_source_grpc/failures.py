@@ -35,6 +35,11 @@ class ServerRejectedError(FetchError):
     """The server refused the call; not retried."""
 
 
+class CapacityRefusedError(ServerRejectedError):
+    """RESOURCE_EXHAUSTED: a quota or size limit, or a server that has as many streams
+    open as it allows. On a stream, the source asks by a unary call instead."""
+
+
 class MalformedReplyError(ServerRejectedError):
     """The reply does not carry random bytes in field 1; not retried."""
 
@@ -73,7 +78,12 @@ def from_rpc_error(error: grpc.RpcError, *, method: str, setting: str, count: in
     hint = _REJECTION_HINTS.get(code)
     if hint is not None:
         cause = hint.format(method=method, setting=setting, count=count)
-        return ServerRejectedError(f"{code.name}: {cause} (server: {details})")
+        rejected = (
+            CapacityRefusedError
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            else ServerRejectedError
+        )
+        return rejected(f"{code.name}: {cause} (server: {details})")
     if code is grpc.StatusCode.UNAVAILABLE and _TLS_MISMATCH.search(details):
         return TransportError(
             f"{code.name} calling {method}: the TLS handshake failed; with QR_GRPC_TLS=true the "

@@ -9,6 +9,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from qr_sampler import QRSettings
 
+from qr_source_grpc.targets import target_hosts
+
 Mode = Literal["unary", "server_streaming", "bidi_streaming"]
 
 # gRPC refuses to receive messages over 4 MiB by default; the headroom keeps a reply's
@@ -30,7 +32,9 @@ class GrpcSourceSettings(QRSettings):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
 
     server_address: str = Field(
-        default="localhost:50051", description="host:port or unix:///path/to/socket"
+        default="localhost:50051",
+        description="host:port, several servers (ipv4:A:PORT,B:PORT or dns:///name:port) "
+        "or unix:///path/to/socket",
     )
     timeout_ms: float = Field(
         default=5000, gt=0, description="Longest wait for one RPC; caps the adaptive deadline"
@@ -58,6 +62,10 @@ class GrpcSourceSettings(QRSettings):
     tls_ca_file: str = Field(default="", description="PEM roots that sign the server's certificate")
     tls_cert_file: str = Field(default="", description="PEM client certificate, for mutual TLS")
     tls_key_file: str = Field(default="", description="PEM client private key, for mutual TLS")
+    health_check: bool = Field(
+        default=True,
+        description="Send calls only to servers whose gRPC health service says SERVING",
+    )
     max_bytes_per_request: int = Field(
         default=1 << 20, ge=1, le=MAX_CHUNK_BYTES, description="Larger draws are split into chunks"
     )
@@ -65,18 +73,7 @@ class GrpcSourceSettings(QRSettings):
     @field_validator("server_address")
     @classmethod
     def _address_form(cls, value: str) -> str:
-        if value.startswith("unix:"):
-            return value
-        scheme, found, rest = value.partition("://")
-        if found:
-            # gRPC targets are not URLs; grpc would fail later with "Misformatted domain name".
-            tls = " and set QR_GRPC_TLS=true" if scheme.lower() in {"https", "grpcs"} else ""
-            raise ValueError(
-                f"takes no {scheme}:// scheme: write {rest.rstrip('/') or 'host:port'}{tls}"
-            )
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError("must be host:port or unix:///path/to/socket")
+        target_hosts(value)
         return value
 
     @field_validator("method_path", "stream_method_path")

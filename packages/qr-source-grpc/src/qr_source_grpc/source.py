@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,16 +16,19 @@ from qr_sampler import EntropySource, EntropyUnavailableError, mask_secret
 from qr_sampler.entropy.base import check_byte_count
 
 from qr_source_grpc.breaker import OPEN, CircuitBreaker
-from qr_source_grpc.channel import is_local, open_channel
+from qr_source_grpc.channel import open_channel
 from qr_source_grpc.failures import (
+    CapacityRefusedError,
     DeadlineExceededError,
     OutOfTimeError,
     ServerRejectedError,
     TransportError,
 )
 from qr_source_grpc.settings import CircuitBreakerSettings, GrpcSourceSettings
+from qr_source_grpc.targets import is_local
 from qr_source_grpc.transports import (
     BidiStreamingTransport,
+    Exchange,
     Metadata,
     ServerStreamingTransport,
     Transport,
@@ -38,6 +42,9 @@ PIECES_IN_FLIGHT = 4
 MIN_PIECE = 256 * 1024
 #: How far past its deadline a draw waits for its chunks' own verdict.
 POOL_WAIT_SLACK_S = 0.1
+#: After a server refused a stream for capacity, how long draws go by unary calls
+#: before a stream is tried again (each refusal costs a round trip).
+STREAM_RETRY_AFTER_S = 5.0
 
 # mode -> (transport, the settings field that names its method)
 _MODES: dict[str, tuple[Callable[[grpc.Channel, str, str, Metadata], Transport], str]] = {
@@ -76,6 +83,15 @@ class GrpcEntropySource(EntropySource):
         metadata = ((cfg.api_key_header, cfg.api_key),) if cfg.api_key else ()
         self._channel = open_channel(cfg)
         self._transport = transport_class(self._channel, method, setting, metadata)
+        # A server at its stream limit still answers unary calls: a refused stream is
+        # no outage, so its draw goes by the unary method instead of to the fallback.
+        self._unary = (
+            UnaryTransport(self._channel, cfg.method_path, "QR_GRPC_METHOD_PATH", metadata)
+            if cfg.mode != "unary"
+            else None
+        )
+        self._streams_refused_at = -math.inf
+        self._served = threading.local()
         # Unary and server-streaming calls are independent of each other, so pieces of a
         # draw can be in flight together; the bidi stream serves one exchange at a time.
         self._pool = (
@@ -92,6 +108,7 @@ class GrpcEntropySource(EntropySource):
 
     def get_random_bytes(self, n: int) -> bytes:
         check_byte_count(n)
+        self._served.by = None
         if n == 0:
             return b""
         cfg = self._settings
@@ -101,8 +118,10 @@ class GrpcEntropySource(EntropySource):
         budget_s = len(sizes) * (cfg.retry_count + 1) * cfg.timeout_ms / 1000.0
         give_up_at = time.monotonic() + budget_s
 
+        servers: set[str] = set()
+
         def fetch_chunk(size: int) -> bytes:
-            return self._fetch_exactly(size, give_up_at, n)
+            return self._fetch_exactly(size, give_up_at, n, servers)
 
         pool = self._pool
         if pool is not None and len(sizes) > 1:
@@ -110,19 +129,30 @@ class GrpcEntropySource(EntropySource):
             # too, with a little slack so that a chunk's own error (more telling) wins.
             wait_s = give_up_at - time.monotonic() + POOL_WAIT_SLACK_S
             try:
-                return b"".join(pool.map(fetch_chunk, sizes, timeout=wait_s))
+                data = b"".join(pool.map(fetch_chunk, sizes, timeout=wait_s))
             except FuturesTimeout:
                 raise self._unavailable(
                     f"a draw of {n} bytes ran out of time waiting for its chunks"
                 ) from None
             except RuntimeError as exc:  # the pool was shut down: the source is closed
                 raise self._unavailable(str(exc)) from None
-        # One exchange (on a stream, every piece requested up front), then top-ups.
-        pieces = self._fetch(sizes, give_up_at, n)
-        return b"".join(
-            piece + self._fetch_exactly(size - len(piece), give_up_at, n)
-            for piece, size in zip(pieces, sizes, strict=True)
-        )
+        else:
+            # One exchange (on a stream, every piece requested up front), then top-ups.
+            pieces = self._fetch(sizes, give_up_at, n, servers)
+            data = b"".join(
+                piece + self._fetch_exactly(size - len(piece), give_up_at, n, servers)
+                for piece, size in zip(pieces, sizes, strict=True)
+            )
+        # A server that does not name itself is known only as the configured address.
+        self._served.by = ",".join(sorted({name or cfg.server_address for name in servers}))
+        return data
+
+    def served_by(self) -> str | None:
+        """The server that answered this thread's last draw, as it names itself (the
+        reference server: ``DEVICE@HOST:PORT``), else the configured address; several,
+        comma-separated, when the draw's chunks went to different servers."""
+        served: str | None = getattr(self._served, "by", None)
+        return served
 
     def _chunk_sizes(self, n: int) -> list[int]:
         # Pieces in flight together let the server produce one while another crosses
@@ -132,18 +162,20 @@ class GrpcEntropySource(EntropySource):
         )
         return [size] * (n // size) + ([n % size] if n % size else [])
 
-    def _fetch_exactly(self, size: int, give_up_at: float, n: int) -> bytes:
+    def _fetch_exactly(self, size: int, give_up_at: float, n: int, servers: set[str]) -> bytes:
         pieces = []
         remaining = size
         while remaining:
-            piece = self._fetch([remaining], give_up_at, n)[0]
+            piece = self._fetch([remaining], give_up_at, n, servers)[0]
             pieces.append(piece)
             remaining -= len(piece)
         return b"".join(pieces)
 
-    def _fetch(self, counts: list[int], give_up_at: float, n: int) -> list[bytes]:
+    def _fetch(
+        self, counts: list[int], give_up_at: float, n: int, servers: set[str]
+    ) -> list[bytes]:
         """Between 1 and ``count`` bytes for each count, from one successful exchange,
-        retrying transport failures.
+        retrying transport failures; adds the servers that answered to ``servers``.
 
         A reply later than the adaptive deadline is asked for again at once with the full
         QR_GRPC_TIMEOUT_MS; that costs no retry and no breaker failure (the server is
@@ -161,13 +193,13 @@ class GrpcEntropySource(EntropySource):
                 )
             attempt = self._breaker.admit(count, full_timeout=full_timeout)
             try:
-                exchange = self._transport.fetch(counts, attempt.timeout_s, give_up_at)
+                exchange = self._exchange(counts, attempt.timeout_s, give_up_at)
             except TransportError as exc:
                 if attempt.shortened and isinstance(exc, DeadlineExceededError):
                     full_timeout = True
                     logger.debug("no reply for %d bytes within the adaptive deadline", count)
                     continue
-                self._breaker.record_failure()
+                self._breaker.record_failure(attempt)
                 failures += 1
                 logger.debug(
                     "attempt %d for %d bytes failed: %s", failures, count, self._redact(exc)
@@ -187,7 +219,31 @@ class GrpcEntropySource(EntropySource):
                 sum(map(len, data)),
                 relearn=attempt.probe or full_timeout,
             )
+            servers.update(exchange.servers)
             return data
+
+    def _exchange(self, counts: list[int], timeout_s: float, give_up_at: float) -> Exchange:
+        """One exchange on the configured mode's transport, or by unary calls while the
+        servers refuse streams for capacity."""
+        unary = self._unary
+        if unary is None:
+            return self._transport.fetch(counts, timeout_s, give_up_at)
+        if time.monotonic() - self._streams_refused_at < STREAM_RETRY_AFTER_S:
+            return unary.fetch(counts, timeout_s, give_up_at)
+        try:
+            return self._transport.fetch(counts, timeout_s, give_up_at)
+        except CapacityRefusedError as exc:
+            first = self._streams_refused_at == -math.inf
+            self._streams_refused_at = time.monotonic()
+            # INFO once: a server at its stream limit is normal with many replicas.
+            logger.log(
+                logging.INFO if first else logging.DEBUG,
+                "a server refused a stream (%s); draws go by unary calls to %s for %.0f s",
+                self._redact(exc),
+                unary.method,
+                STREAM_RETRY_AFTER_S,
+            )
+            return unary.fetch(counts, timeout_s, give_up_at)
 
     def _redact(self, text: object) -> str:
         # A server may echo what it was sent in its error details.

@@ -33,13 +33,27 @@ from qr_source_grpc.wire import decode_reply, decode_sequenced_reply, encode_req
 
 Metadata = tuple[tuple[str, str], ...]
 
+#: Initial-metadata key under which a server may name itself (the reference server
+#: does): gRPC tells a client nothing of which balanced server answered a call.
+SERVER_NAME_METADATA = "qr-entropy-server"
+
+
+def server_name(call: grpc.Call) -> str:
+    """The name a server gave itself on ``call``, or "" if it gave none."""
+    for key, value in call.initial_metadata() or ():
+        if key == SERVER_NAME_METADATA:
+            return str(value)
+    return ""
+
 
 class Exchange(NamedTuple):
-    """The pieces one exchange got, and how long the server took (waits for a busy stream
-    excluded), which is what the adaptive deadline learns from."""
+    """The pieces one exchange got, how long the server took (waits for a busy stream
+    excluded), which is what the adaptive deadline learns from, and the names of the
+    servers that answered ("" for one that does not name itself), for the records."""
 
     pieces: list[bytes]
     latency_s: float
+    servers: frozenset[str]
 
 
 class Transport(ABC):
@@ -54,20 +68,20 @@ class Transport(ABC):
         """One reply per count, each cut to its count, within ``timeout_s`` for the whole
         exchange and never past ``give_up_at`` (the draw's deadline, monotonic seconds)."""
         try:
-            pieces, started = self._exchange(counts, timeout_s, give_up_at)
+            pieces, started, servers = self._exchange(counts, timeout_s, give_up_at)
         except grpc.RpcError as exc:
             raise from_rpc_error(
                 exc, method=self.method, setting=self.setting, count=max(counts)
             ) from None
         cut = [reply[:count] for reply, count in zip(pieces, counts, strict=True)]
-        return Exchange(cut, time.monotonic() - started)
+        return Exchange(cut, time.monotonic() - started, servers)
 
     @abstractmethod
     def _exchange(
         self, counts: Sequence[int], timeout_s: float, give_up_at: float
-    ) -> tuple[list[bytes], float]:
-        """For each count at least one byte (a server may send more than asked), and the
-        monotonic time the exchange started; or raise."""
+    ) -> tuple[list[bytes], float, frozenset[str]]:
+        """For each count at least one byte (a server may send more than asked), the
+        monotonic time the exchange started and the servers that answered; or raise."""
 
     def close(self) -> None:  # noqa: B027 - only a transport that keeps a stream has state
         """Release what the transport holds beyond the channel; never waits for a reply."""
@@ -86,14 +100,15 @@ class _CallPerPiece(Transport):
 
     def _exchange(
         self, counts: Sequence[int], timeout_s: float, give_up_at: float
-    ) -> tuple[list[bytes], float]:
+    ) -> tuple[list[bytes], float, frozenset[str]]:
         started = time.monotonic()
         deadline = min(started + timeout_s, give_up_at)
-        return [self._call_once(count, deadline) for count in counts], started
+        replies = [self._call_once(count, deadline) for count in counts]
+        return [data for data, _ in replies], started, frozenset(peer for _, peer in replies)
 
     @abstractmethod
-    def _call_once(self, count: int, deadline: float) -> bytes:
-        """At least one byte by ``deadline`` or raise."""
+    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str]:
+        """At least one byte by ``deadline``, and the server that sent them; or raise."""
 
 
 class UnaryTransport(_CallPerPiece):
@@ -105,7 +120,7 @@ class UnaryTransport(_CallPerPiece):
         super().__init__(method, setting, metadata)
         self._call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
 
-    def _call_once(self, count: int, deadline: float) -> bytes:
+    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str]:
         left = _remaining(deadline)
         future = self._call.future(encode_request(count), timeout=left, metadata=self._metadata)
         try:
@@ -117,7 +132,7 @@ class UnaryTransport(_CallPerPiece):
             ) from None
         except grpc.FutureCancelledError:  # the channel was closed under the call
             raise TransportError(f"the call to {self.method} was cancelled") from None
-        return decode_reply(raw)
+        return decode_reply(raw), server_name(future)
 
 
 _END = object()  # the server ended the call normally
@@ -181,7 +196,7 @@ class ServerStreamingTransport(_CallPerPiece):
         super().__init__(method, setting, metadata)
         self._call: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method)
 
-    def _call_once(self, count: int, deadline: float) -> bytes:
+    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str]:
         call = self._call(
             encode_request(count), timeout=_remaining(deadline), metadata=self._metadata
         )
@@ -197,7 +212,7 @@ class ServerStreamingTransport(_CallPerPiece):
             reader.close()  # a server that streams without end must stop sending
         if not received:
             raise MalformedReplyError(f"the stream {self.method} ended without a reply")
-        return bytes(received)
+        return bytes(received), server_name(call)
 
 
 class _Stream:
@@ -217,6 +232,7 @@ class _Stream:
         self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         rendezvous = call(iter(self._requests.get, None), metadata=metadata)
         self._reader = _ReplyReader(rendezvous, rendezvous)
+        self._rendezvous = rendezvous
         self._last_id = 0
         self._echoes: bool | None = None
 
@@ -243,6 +259,11 @@ class _Stream:
                     "sent; the stream is out of step"
                 )
             # A second reply to an earlier request: its bytes predate this request.
+
+    @property
+    def server(self) -> str:
+        """The server the stream is open to."""
+        return server_name(self._rendezvous)
 
     def out_of_step(self) -> bool:
         """Something arrived that no request of an exchange has read: a surplus reply, or
@@ -274,7 +295,7 @@ class BidiStreamingTransport(Transport):
 
     def _exchange(
         self, counts: Sequence[int], timeout_s: float, give_up_at: float
-    ) -> tuple[list[bytes], float]:
+    ) -> tuple[list[bytes], float, frozenset[str]]:
         if not self._lock.acquire(timeout=max(0.0, give_up_at - time.monotonic())):
             raise OutOfTimeError(
                 "the stream stayed busy with other draws until this draw's deadline"
@@ -283,11 +304,12 @@ class BidiStreamingTransport(Transport):
             started = time.monotonic()
             stream = self._open_stream()
             try:
-                return stream.exchange(counts, min(started + timeout_s, give_up_at)), started
+                pieces = stream.exchange(counts, min(started + timeout_s, give_up_at))
             except BaseException:
                 # A late reply to this request would pair with the next one: start afresh.
                 self._discard(stream)
                 raise
+            return pieces, started, frozenset({stream.server})
         finally:
             self._lock.release()
 

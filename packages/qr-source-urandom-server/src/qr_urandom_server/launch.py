@@ -12,6 +12,7 @@ Programmatic API (also used by other packages' tests):
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from concurrent import futures
 from contextlib import contextmanager
@@ -128,6 +129,10 @@ def create_server(
         ) from cause
     if is_unix_address(address):
         port = 0
+    where = str(port) if port else address
+    # The host name tells replicas apart (in Kubernetes, the pod's name); the port,
+    # servers that share a host.
+    servicer.server_name = f"{device_id}@{socket.gethostname()}:{where}"
     return EntropyServer(
         server=server,
         executor=executor,

@@ -10,8 +10,10 @@ from __future__ import annotations
 DEFAULT_MAX_BYTES_PER_REQUEST = 1 << 20
 #: The largest cap a server accepts: one message must stay well under 2 GiB.
 LARGEST_MAX_BYTES_PER_REQUEST = (1 << 31) - 1
-#: Default size of the worker thread pool (each open stream holds one worker).
-DEFAULT_MAX_WORKERS = 32
+#: Default size of the worker thread pool (each open stream holds one worker). Its 48
+#: streams serve a few dozen vLLM replicas with one stream each; clients beyond that are
+#: refused a stream and draw by unary calls (qr-source-grpc does so by itself).
+DEFAULT_MAX_WORKERS = 64
 #: Seconds a stream may wait for its next request before the server cancels it.
 DEFAULT_STREAM_IDLE_TIMEOUT_S = 300.0
 

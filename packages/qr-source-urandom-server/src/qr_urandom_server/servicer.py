@@ -40,6 +40,10 @@ GET_ENTROPY_METHOD_PATH = f"/{SERVICE_NAME}/GetEntropy"
 STREAM_ENTROPY_METHOD_PATH = f"/{SERVICE_NAME}/StreamEntropy"
 #: Default ``device_id`` put in every response.
 DEFAULT_DEVICE_ID = "urandom"
+#: Initial-metadata key under which the server names itself on every entropy RPC, so a
+#: client balancing over several servers can record which one answered (gRPC gives
+#: clients no peer address).
+SERVER_NAME_METADATA = "qr-entropy-server"
 
 
 class EntropyServicer:
@@ -64,6 +68,8 @@ class EntropyServicer:
     ) -> None:
         self.max_bytes_per_request = validate_max_bytes_per_request(max_bytes_per_request)
         self.device_id = device_id
+        #: Sent as ``SERVER_NAME_METADATA``; set once the server knows its port.
+        self.server_name: str | None = None
         self._byte_supply = byte_supply
         self.tracker = tracker or RpcTracker(
             default_max_streams(DEFAULT_MAX_WORKERS), DEFAULT_STREAM_IDLE_TIMEOUT_S
@@ -104,7 +110,12 @@ class EntropyServicer:
             context.peer(),
         )
         with self.tracker.rpc():
+            self._name_self(context)
             return self._respond(request, context)
+
+    def _name_self(self, context: grpc.ServicerContext) -> None:
+        if self.server_name is not None:
+            context.send_initial_metadata(((SERVER_NAME_METADATA, self.server_name),))
 
     def StreamEntropy(
         self, request_iterator: Iterator[EntropyRequest], context: grpc.ServicerContext
@@ -118,6 +129,7 @@ class EntropyServicer:
                     "limit; close one, use GetEntropy, or retry later",
                 )
             logger.debug("StreamEntropy opened by %s", context.peer())
+            self._name_self(context)
             try:
                 for request in request_iterator:
                     stream.touch()

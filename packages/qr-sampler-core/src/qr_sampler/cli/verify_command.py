@@ -7,7 +7,8 @@ from collections import Counter
 from typing import Any
 
 from qr_sampler.errors import QRSamplerError
-from qr_sampler.records.verify import RELATIVE_TOLERANCE, verify
+from qr_sampler.records.run_files import verify_run
+from qr_sampler.records.verify import RELATIVE_TOLERANCE
 
 #: One wrong archive makes every record a mismatch: the first few say what is wrong.
 SHOWN = 20
@@ -21,10 +22,23 @@ def add_parser(commands: Any) -> None:
         "bytes in the QR_BYTES_PATH archive, with the record's own amplifier and parameters "
         f"(floats agree to a relative {RELATIVE_TOLERANCE:g}). Without --bytes, z and u are "
         "recomputed from the recorded sample mean. Prints the first mismatches (--show), "
-        "a count of them by field, and the number checked; exits 1 if there is any.",
+        "a count of them by field, and the number checked; exits 1 if there is any. A run "
+        "of several engine processes (vLLM data parallelism) wrote one records file and one "
+        "archive per engine: give them all, archives in the same order as the records files; "
+        "a request id found in two files is a mismatch too.",
     )
-    parser.add_argument("records", metavar="RECORDS", help="JSON-lines file written by QR_LOG_PATH")
-    parser.add_argument("--bytes", metavar="FILE", help="the archive written by QR_BYTES_PATH")
+    parser.add_argument(
+        "records",
+        nargs="+",
+        metavar="RECORDS",
+        help="JSON-lines files written by QR_LOG_PATH (one per engine process)",
+    )
+    parser.add_argument(
+        "--bytes",
+        nargs="+",
+        metavar="FILE",
+        help="the archives written by QR_BYTES_PATH, one per records file",
+    )
     parser.add_argument(
         "--show",
         type=int,
@@ -37,27 +51,45 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report = verify(args.records, args.bytes)
+        run_report = verify_run(args.records, args.bytes)
     except OSError as exc:
         raise QRSamplerError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    mismatches = report.mismatches
+    except ValueError as exc:
+        raise QRSamplerError(f"--bytes: {exc}") from None
+    several = len(args.records) > 1
+    mismatches = [
+        f"{path}: {mismatch}" if several else str(mismatch)
+        for path, report in run_report.files
+        for mismatch in report.mismatches
+    ]
+    mismatches += [
+        f"request id {request_id!r} is in {' and '.join(paths)}: files of different runs?"
+        for request_id, paths in sorted(run_report.shared_ids.items())
+    ]
     shown = mismatches if args.show <= 0 else mismatches[: args.show]
-    for mismatch in shown:
-        print(mismatch)
+    for line in shown:
+        print(line)
     if len(shown) < len(mismatches):
         print(f"... and {len(mismatches) - len(shown)} more (--show 0 prints them all)")
-    if len(mismatches) > 1:
-        by_field = Counter(mismatch.field for mismatch in mismatches).most_common()
-        print("mismatches by field: " + ", ".join(f"{name} {n}" for name, n in by_field))
-    against = f"against {args.bytes}" if args.bytes else "from their sample means"
-    print(
-        f"checked {report.checked} record(s) {against}: {len(report.mismatches)} mismatch(es)"
-        + (
-            f"; {report.unchecked} need the bytes to check (use --bytes)"
-            if report.unchecked
-            else ""
-        )
-        + (f"; {report.ended} ended a request in strict mode (no bytes)" if report.ended else "")
-        + (f"; {report.greedy} greedy (the argmax, no bytes)" if report.greedy else "")
+    by_field = Counter(
+        mismatch.field for _, report in run_report.files for mismatch in report.mismatches
     )
-    return 1 if report.mismatches else 0
+    if run_report.shared_ids:
+        by_field["request_id"] = len(run_report.shared_ids)
+    if len(mismatches) > 1:
+        counts = by_field.most_common()
+        print("mismatches by field: " + ", ".join(f"{name} {n}" for name, n in counts))
+    checked = sum(report.checked for _, report in run_report.files)
+    unchecked = sum(report.unchecked for _, report in run_report.files)
+    ended = sum(report.ended for _, report in run_report.files)
+    greedy = sum(report.greedy for _, report in run_report.files)
+    archives = " ".join(args.bytes) if args.bytes else ""
+    against = f"against {archives}" if archives else "from their sample means"
+    files = f" in {len(args.records)} files" if several else ""
+    print(
+        f"checked {checked} record(s){files} {against}: {len(mismatches)} mismatch(es)"
+        + (f"; {unchecked} need the bytes to check (use --bytes)" if unchecked else "")
+        + (f"; {ended} ended a request in strict mode (no bytes)" if ended else "")
+        + (f"; {greedy} greedy (the argmax, no bytes)" if greedy else "")
+    )
+    return 1 if mismatches else 0

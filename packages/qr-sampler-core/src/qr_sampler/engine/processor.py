@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qr_sampler.engine.data_parallel import data_parallel_rank
 from qr_sampler.engine.emission import EmissionGate
+from qr_sampler.engine.pipeline_parallel import vllm_pipeline_stage
 from qr_sampler.engine.request_params import check_supported, standard_options
 from qr_sampler.engine.runner_v2 import v2_rows
 from qr_sampler.engine.tensor_parallel import vllm_tensor_parallel_group
@@ -125,7 +127,14 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         #: Model Runner V2's per-slot request state (prompt and prefill lengths); None on V1.
         self.req_states = engine_args[0] if self.runner == "v2" else None
         _log_where_vllm_logs()
-        self.sampler = QRSampler(shared_u=vllm_tensor_parallel_group())
+        stage, stages = vllm_pipeline_stage()
+        samples = stage == stages - 1
+        dp_rank = data_parallel_rank(vllm_config)
+        self.sampler = QRSampler(
+            shared_u=vllm_tensor_parallel_group() if samples else None,
+            dp_rank=dp_rank,
+            samples=samples,
+        )
         # Model Runner V2 applies penalties (and logit bias) before custom logits
         # processors, the V1 runner after them.
         self.sampler.applies_penalties = self.runner == "v1"
@@ -143,10 +152,24 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
                     "strict mode: the model declares no eos_token_id, so an entropy outage "
                     "longer than QR_STRICT_WAIT_S stops the engine instead of ending requests"
                 )
+        if not samples:
+            logger.info(
+                "qr-sampler idle on pipeline stage %d of %d: only the last stage samples, "
+                "so this one opens no entropy source and writes no records",
+                stage + 1,
+                stages,
+            )
+            return
         arms = self.sampler.arms.policy.arms
+        # Every worker says where it stands, so a multi-node log shows each one's source.
+        where = [f"{self.runner} runner"]
+        if dp_rank:
+            where.append(f"data-parallel rank {dp_rank}")
+        if not self.sampler.draws:
+            where.append("tensor-parallel follower: takes the leader's u")
         logger.info(
-            "qr-sampler active (%s runner): %s, fallback %s, amplifier %s, sampling parameters: %s",
-            self.runner,
+            "qr-sampler active (%s): %s, fallback %s, amplifier %s, sampling parameters: %s",
+            ", ".join(where),
             # With QR_ARMS, QR_ENTROPY_SOURCE_TYPE chooses nothing: name what does.
             f"arms {', '.join(f'{name}={source}' for name, source in arms)}"
             if config.arms

@@ -23,6 +23,11 @@ class EntropySource(ABC):
         ``n == 0`` returns ``b""``; a negative ``n`` is a ``ValueError``.
         """
 
+    def served_by(self) -> str | None:
+        """Which server delivered the calling thread's last draw (for the records), for
+        a source that spreads draws over several; None where there is only one."""
+        return None
+
     def health_check(self) -> dict[str, Any]:
         """Describe the source's state; JSON-serialisable and free of secrets."""
         return {"source": self.name, "healthy": True}

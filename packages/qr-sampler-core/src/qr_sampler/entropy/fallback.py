@@ -30,6 +30,8 @@ class EntropyDraw:
     fetch_ms: float
     #: Why the primary was not used (``EntropyUnavailableError.reason``); None if it was.
     fallback_reason: str | None = None
+    #: The primary's ``served_by()`` for this draw.
+    server: str | None = None
 
 
 class FallbackEntropySource(EntropySource):
@@ -71,7 +73,9 @@ class FallbackEntropySource(EntropySource):
             data = self.fallback.get_random_bytes(n)
             return EntropyDraw(data, self.fallback.name, True, _ms_since(start), exc.reason)
         self._note_recovery()
-        return EntropyDraw(data, self.primary.name, False, _ms_since(start))
+        return EntropyDraw(
+            data, self.primary.name, False, _ms_since(start), server=self.primary.served_by()
+        )
 
     def get_random_bytes(self, n: int) -> bytes:
         return self.draw(n).data

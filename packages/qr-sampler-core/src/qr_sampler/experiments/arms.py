@@ -148,6 +148,15 @@ class ArmSet:
         self.seed = seed
         self._assigner = np.random.Generator(np.random.PCG64(seed))
 
+    def separate_engine(self, dp_rank: int) -> None:
+        """Under data parallelism, give engine ``dp_rank`` an assignment sequence of its
+        own: the same seed in every engine would assign the same "random" arms in
+        each. Engine 0 keeps the single-engine sequence of ``QR_ARM_SEED``; engine r
+        draws from the r-th child stream of it, reproducible from the seed and rank."""
+        if dp_rank:
+            stream = np.random.SeedSequence(self.seed, spawn_key=(dp_rank,))
+            self._assigner = np.random.Generator(np.random.PCG64(stream))
+
     @classmethod
     def from_config(
         cls,

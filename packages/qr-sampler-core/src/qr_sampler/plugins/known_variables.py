@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from dotenv import dotenv_values
 
+from qr_sampler.plugins.registered import SOURCE_PACKAGES_VARIABLE
 from qr_sampler.plugins.registry import LOAD_PLUGINS_VARIABLE, STRICT_PLUGINS_VARIABLE, Registry
 from qr_sampler.settings.base import DEPLOYMENTS_VARIABLE, ENV_FILE_VARIABLE, QRSettings
 from qr_sampler.settings.config import QRSamplerConfig
@@ -23,6 +24,7 @@ PROCESS_VARIABLES = {
     LOAD_PLUGINS_VARIABLE: "core (process)",
     STRICT_PLUGINS_VARIABLE: "core (process)",
     DEPLOYMENTS_VARIABLE: "core (qr-sampler profile)",
+    SOURCE_PACKAGES_VARIABLE: "core (set by the vLLM plugin for Ray workers)",
 }
 
 

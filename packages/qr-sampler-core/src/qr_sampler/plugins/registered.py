@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
-from qr_sampler.plugins.registry import LOAD_PLUGINS_VARIABLE, Registry, excluded_plugins
+from qr_sampler.plugins.registry import (
+    CORE_DISTRIBUTION,
+    LOAD_PLUGINS_VARIABLE,
+    Registry,
+    excluded_plugins,
+)
 from qr_sampler.settings.arm_spec import parse_arms
 from qr_sampler.settings.config import QRSamplerConfig
 from qr_sampler.settings.names import did_you_mean
@@ -51,9 +57,41 @@ def unregistered_strategies(config: QRSamplerConfig, registry: Registry) -> list
     return problems
 
 
+#: Set by the vLLM plugin in the process that starts the workers (``qr_sampler.engine.
+#: ray_env``): ``source=distribution version`` for every installed third-party source, so
+#: a worker on a node without one can name the package it lacks.
+SOURCE_PACKAGES_VARIABLE = "QR_SOURCE_PACKAGES"
+
+
+def source_packages(registry: Registry) -> str:
+    """``SOURCE_PACKAGES_VARIABLE``'s value for the sources installed here."""
+    return ",".join(
+        f"{name}={component.provider.distribution} {component.provider.version or ''}".strip()
+        for name, component in sorted(registry.entropy_sources.items())
+        if component.provider.distribution not in (None, CORE_DISTRIBUTION)
+    )
+
+
+def _driver_package(name: str) -> str | None:
+    for entry in os.environ.get(SOURCE_PACKAGES_VARIABLE, "").split(","):
+        source, _, package = entry.partition("=")
+        if source == name and package:
+            return package
+    return None
+
+
 def missing_source(name: str, registry: Registry, variable: str = "QR_ENTROPY_SOURCE_TYPE") -> str:
     """Why ``variable=name`` names no installed source, and what to do about it."""
     message = unknown_name(variable, name, registry.entropy_sources, "an installed entropy source")
+    package = _driver_package(name)
+    if package is not None:
+        distribution, _, version = package.partition(" ")
+        pinned = f"{distribution}=={version}" if version else distribution
+        return (
+            f"{message}; the process that started this worker has it from the package "
+            f"{package}: install it on this node too (pip install '{pinned}'), as on every "
+            "node that runs vLLM workers"
+        )
     excluded = excluded_plugins()
     if excluded is not None and excluded[1]:
         written, left_out = excluded

@@ -88,6 +88,11 @@ class Profile:
         """Where ``sources.txt`` paths start: the folder that holds ``deployments/``."""
         return self.path.resolve().parent.parent
 
+    @property
+    def k8s_overlay(self) -> Path:
+        """The profile's Kubernetes overlay (``deployments/k8s/overlays/NAME``), if any."""
+        return self.path.resolve().parent / "k8s" / "overlays" / self.name
+
     def requirements(self) -> list[str]:
         """The requirement lines of ``sources.txt`` (none when the file is absent)."""
         if not self.sources_file.is_file():

@@ -24,7 +24,7 @@ from qr_sampler.profiles.catalog import (
     provided_sources,
     requirement_package,
 )
-from qr_sampler.settings.base import is_placeholder
+from qr_sampler.settings.base import QRSettings, is_placeholder
 from qr_sampler.settings.config import QRSamplerConfig
 from qr_sampler.settings.names import did_you_mean
 
@@ -70,7 +70,53 @@ def check_profile(profile: Profile, registry: Registry) -> Findings:
                 found.errors.append(f"{name}: {exc}")
     found.errors += _wrong_profile_name(profile, values.get(PROFILE_VARIABLE))
     found.warnings += _published_secrets(profile, values, registry)
+    if (profile.k8s_overlay / OVERLAY_SETTINGS).is_file():
+        _check_overlay(profile.k8s_overlay, registry, found)
     return found
+
+
+#: An overlay's ConfigMap source, and its Secret's (not committed; see deployments/k8s).
+OVERLAY_SETTINGS = "settings.env"
+OVERLAY_SECRETS = "secrets.env"
+
+
+def _check_overlay(overlay: Path, registry: Registry, found: Findings) -> None:
+    """The overlay's ConfigMap settings are valid and hold no secret; its Secret's file,
+    where one exists, is not about to be published."""
+    settings = overlay / OVERLAY_SETTINGS
+    values = read_env_file(str(settings))
+    found.errors += [
+        variable.message()
+        for variable in unknown_variables([(str(settings), values)], known_variables(registry))
+    ]
+    secrets = secret_variables(registry)
+    found.errors += [
+        f"{name} in {settings} would be readable by anyone who can read ConfigMaps: put it "
+        f"in {overlay / OVERLAY_SECRETS}, which becomes a Secret"
+        for name in sorted(secrets & values.keys())
+    ]
+    checks: list[type[QRSettings]] = [QRSamplerConfig]
+    checks += [
+        each for component in registry.entropy_sources.values() for each in component.settings
+    ]
+    for settings_class in checks:
+        try:
+            settings_class.from_assignments(values)
+        except ConfigValidationError as exc:
+            found.errors.append(f"{settings}: {exc}")
+    secret_file = overlay / OVERLAY_SECRETS
+    if secret_file.is_file():
+        real = [
+            name
+            for name, value in read_env_file(str(secret_file)).items()
+            if name in secrets and value and not is_placeholder(value)
+        ]
+        exposure = git_exposure(secret_file) if real else None
+        if exposure is not None:
+            found.warnings.append(
+                f"{secret_file} holds a real-looking key ({', '.join(real)}) and {exposure}: "
+                "a push publishes it; deployments/k8s/.gitignore keeps secrets.env out"
+            )
 
 
 def _placeholder_secrets(values: dict[str, str], registry: Registry) -> list[str]:

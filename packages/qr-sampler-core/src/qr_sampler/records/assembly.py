@@ -51,6 +51,7 @@ class StepFacts:
     #: Where the step's draw starts in the bytes archive (None: not archived).
     archived_at: int | None
     total_ms: float
+    dp_rank: int = 0
 
 
 def step_records(facts: StepFacts) -> StepRecords:
@@ -118,6 +119,8 @@ def _build(facts: StepFacts) -> list[TokenRecord | None]:
                 greedy=greedy,
                 cdf_low=None if greedy else float(results["cdf_low"][row]),
                 **policy_fields(option),
+                entropy_server=row_draw.server if row_draw is not None else None,
+                dp_rank=facts.dp_rank,
             )
         )
     return built
@@ -130,6 +133,7 @@ def ended_step_records(
     identities: list[Identity],
     draw: StepDraw,
     end_token_id: int,
+    dp_rank: int = 0,
 ) -> StepRecords:
     """The records of rows ended for want of entropy (strict mode), already built."""
     records = []
@@ -145,6 +149,7 @@ def ended_step_records(
                 request_id,
                 position,
                 draw.arms[arm].label,
+                dp_rank,
             )
         )
     return StepRecords.ready(records, options)

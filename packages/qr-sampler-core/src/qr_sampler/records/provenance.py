@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 
 
 class RequestIds:
-    """Ids unique for the life of the server: ``<pid hex><random hex>-<admission number>``.
+    """Ids unique for the life of the server:
+    ``dp<rank>-<pid hex><random hex>-<admission number>``.
 
-    The random part keeps ids from two server runs (or two workers) apart even when
-    the operating system reuses a process id.
+    The data-parallel rank keeps the ids of a run's engine processes apart; the random
+    part keeps ids from two server runs (or two replicas) apart even when the operating
+    system reuses a process id.
     """
 
-    def __init__(self) -> None:
-        self.prefix = f"{os.getpid():x}{secrets.token_hex(3)}"
+    def __init__(self, dp_rank: int = 0) -> None:
+        self.prefix = f"dp{dp_rank}-{os.getpid():x}{secrets.token_hex(3)}"
         self._counter = itertools.count()
 
     def new(self) -> str:

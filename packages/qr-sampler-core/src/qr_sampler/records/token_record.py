@@ -69,6 +69,13 @@ class TokenRecord:
     greedy: bool = False
     #: Where the token's CDF interval starts: u lies in [cdf_low, cdf_low + token_prob).
     cdf_low: float | None = None
+    #: The server that delivered the bytes, for a source balanced over several
+    #: (gRPC's peer name, ``ipv4:10.0.0.7:50051``; comma-separated if chunks of one
+    #: draw went to several).
+    entropy_server: str | None = None
+    #: The data-parallel rank of the engine process that wrote the record (0 without
+    #: data parallelism; see ``qr_sampler.records.engine_files``).
+    dp_rank: int = 0
 
     def to_json(self) -> str:
         """Strict JSON: a value that is NaN or infinite is written as ``null``."""
@@ -95,6 +102,7 @@ def ended_record(
     request_id: str | None,
     position: int | None,
     arm: str,
+    dp_rank: int = 0,
 ) -> TokenRecord:
     """The record of a token forced to end a request because entropy did not come
     (to the request's ``arm``, by its name or blind label)."""
@@ -128,6 +136,7 @@ def ended_record(
         arm=arm,
         end_reason=str(reason),
         **policy_fields(options),
+        dp_rank=dp_rank,
     )
 
 

@@ -29,9 +29,9 @@ class RowAmplifiers:
         rows = params.shape[0]
         # Inactive rows get u = 0.5 as a placeholder; they are never forced.
         u, z, mean = np.full(rows, 0.5), np.zeros(rows), np.zeros(rows)
-        # A step of greedy rows only draws nothing.
-        in_use = distinct(params[active, _AMPLIFIER]) if active.any() else []
-        for amplifier_id in in_use:
+        if not active.any():  # a step of greedy rows only: nothing was drawn
+            return Amplified(u=u, z_score=z, sample_mean=mean)
+        for amplifier_id in distinct(params[active, _AMPLIFIER]):
             mask = active & (params[:, _AMPLIFIER] == amplifier_id)
             amplifier = self._amplifiers[amplifier_id]
             out = amplifier.amplify(

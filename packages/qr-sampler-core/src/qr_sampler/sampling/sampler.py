@@ -27,6 +27,7 @@ from qr_sampler.records.assembly import (
     step_records,
 )
 from qr_sampler.records.bytes_archive import BytesArchive
+from qr_sampler.records.engine_files import engine_path
 from qr_sampler.records.host_copy import HostCopy
 from qr_sampler.records.provenance import Origin, RequestIds
 from qr_sampler.records.sink import RecordSink
@@ -79,7 +80,13 @@ class QRSampler:
         registry: Registry | None = None,
         source: FallbackEntropySource | None = None,
         shared_u: SharedU | None = None,
+        *,
+        dp_rank: int = 0,
+        samples: bool = True,
     ) -> None:
+        """``dp_rank``: the engine process's data-parallel rank (its own files, request
+        ids and arm assignments); ``samples`` False: a pipeline stage that never samples,
+        which opens no source and no file."""
         self.config = config if config is not None else QRSamplerConfig.load()
         self.registry = registry if registry is not None else get_registry()
         self.defaults = self.config.sampling_options()
@@ -88,10 +95,12 @@ class QRSampler:
         )
         #: Set under tensor parallelism: only the leader draws, and records.
         self.shared_u = shared_u
-        self.draws = shared_u is None or shared_u.leader
+        self.samples = samples
+        self.draws = samples and (shared_u is None or shared_u.leader)
+        self.dp_rank = dp_rank
         # Opened first, so a records file that cannot be written stops start-up before
         # any connection to an entropy source is made. Only the drawing rank records.
-        self.sink = RecordSink(self.config.log_path if self.draws else "")
+        self.sink = RecordSink(engine_path(self.config.log_path, dp_rank) if self.draws else "")
         # A follower never draws, so it never connects to the entropy sources either.
         self.arms = ArmSet.from_config(self.config, self.registry, self.draws, source)
         self.table = RequestTable(
@@ -102,6 +111,7 @@ class QRSampler:
             }
         )
         self.arms.bind(self.table.choice_names["arm"])
+        self.arms.separate_engine(dp_rank)
         names = self.table.choice_names
         self.amplifiers = RowAmplifiers(
             [self.registry.amplifiers[name].value for name in names["signal_amplifier_type"]]
@@ -118,8 +128,9 @@ class QRSampler:
         #: Strict mode: the token that ends a request whose entropy did not come
         #: (the model's EOS); None makes the outage raise instead.
         self.end_token_id: int | None = None
-        self.archive = BytesArchive(self.config.bytes_path) if self.config.bytes_path else None
-        self.request_ids = RequestIds()
+        archive_path = engine_path(self.config.bytes_path, dp_rank) if self.draws else ""
+        self.archive = BytesArchive(archive_path) if archive_path else None
+        self.request_ids = RequestIds(dp_rank)
         self.summary = SummaryLog(enabled=self.config.log_level != "none")
         self.workspace = Workspace()
         self.unsampled = UnsampledRows()
@@ -183,6 +194,11 @@ class QRSampler:
         Rows where ``emitting`` is False (the engine will discard their sample) are
         left alone: no entropy, no record.
         """
+        if not self.samples:
+            raise RuntimeError(
+                "qr-sampler was asked to sample on a pipeline stage that has no logits to "
+                "sample; only vLLM's last pipeline stage samples"
+            )
         start = time.perf_counter()
         params = self.table.gather(slots, emitting)
         active = params[:, _ACTIVE] > 0
@@ -239,6 +255,7 @@ class QRSampler:
                 results,
                 archived_at,
                 (time.perf_counter() - start) * 1000.0,
+                self.dp_rank,
             )
             self.emit(step_records(facts))
         self.summary.add_step(
@@ -372,7 +389,9 @@ class QRSampler:
         options = [self.table.options[slots[row]] for row in recorded]
         identities = self.table.identities(slots, recorded, positions)
         self.emit(
-            ended_step_records(self.steps, recorded, options, identities, draw, self.end_token_id)
+            ended_step_records(
+                self.steps, recorded, options, identities, draw, self.end_token_id, self.dp_rank
+            )
         )
         params[ended, _ACTIVE] = 0.0
         return ended

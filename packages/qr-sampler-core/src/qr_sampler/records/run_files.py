@@ -1,0 +1,59 @@
+"""One run's records as a set of files: one per engine process (``engine_files``).
+
+Each records file is checked against its own bytes archive, as ``verify`` checks one;
+across the set, no request id may appear in two files (each engine numbers its own
+requests under its rank, so a shared id means files of different runs were mixed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from qr_sampler.plugins.registry import Registry
+from qr_sampler.records.verify import VerifyReport, verify
+
+
+@dataclass
+class RunReport:
+    #: (records file, its report), in the order given.
+    files: list[tuple[str, VerifyReport]] = field(default_factory=list)
+    #: Request ids found in more than one file, with the files.
+    shared_ids: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> int:
+        return sum(len(report.mismatches) for _, report in self.files) + len(self.shared_ids)
+
+
+def verify_run(
+    records: Sequence[str], archives: Sequence[str] | None = None, registry: Registry | None = None
+) -> RunReport:
+    """Check each of ``records`` against the archive in the same place of ``archives``."""
+    if archives and len(archives) != len(records):
+        raise ValueError(
+            f"{len(records)} records file(s) but {len(archives)} bytes archive(s): give one "
+            "archive per records file, in the same order"
+        )
+    run = RunReport()
+    seen: dict[str, list[str]] = {}
+    for index, path in enumerate(records):
+        run.files.append((path, verify(path, archives[index] if archives else None, registry)))
+        for request_id in _request_ids(path):
+            seen.setdefault(request_id, []).append(path)
+    run.shared_ids = {key: paths for key, paths in seen.items() if len(paths) > 1}
+    return run
+
+
+def _request_ids(path: str) -> set[str]:
+    ids = set()
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # verify reports the line
+            if isinstance(record, dict) and isinstance(record.get("request_id"), str):
+                ids.add(record["request_id"])
+    return ids
