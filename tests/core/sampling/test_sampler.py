@@ -217,6 +217,17 @@ HOST_READS = frozenset(
 #: temperature, no top-k or top-p, no records) on the sorted walk, the one every
 #: accelerator runs; docs/performance.md states this number (150 before the fast path).
 DEFAULT_STEP_CALLS = 55
+#: A typical chat client's policy: penalties and min-p as well as top-k and top-p.
+CHAT_POLICY = {
+    "top_k": 20,
+    "top_p": 0.8,
+    "min_p": 0.05,
+    "repetition_penalty": 1.05,
+    "frequency_penalty": 0.3,
+    "presence_penalty": 0.2,
+}
+STEP_SETTINGS = [{}, {"top_k": 50, "top_p": 0.9}, {"temperature_strategy": "edt"}, CHAT_POLICY]
+STEP_SETTING_IDS = ["defaults", "top-k top-p", "edt", "chat client"]
 
 
 class StepCalls(TorchFunctionMode):
@@ -254,9 +265,7 @@ def count_step(sampler: QRSampler, rows: int, vocab: int) -> StepCalls:
 
 
 @pytest.mark.parametrize("walk_sorts", [True, False], ids=["sorted walk", "histogram walk"])
-@pytest.mark.parametrize(
-    "settings", [{}, {"top_k": 50, "top_p": 0.9}, {"temperature_strategy": "edt"}]
-)
+@pytest.mark.parametrize("settings", STEP_SETTINGS, ids=STEP_SETTING_IDS)
 def test_the_hot_path_copies_no_logits_to_the_host_and_does_not_loop_over_rows(
     tmp_path, monkeypatch, settings, walk_sorts
 ):
@@ -275,9 +284,7 @@ def test_the_hot_path_copies_no_logits_to_the_host_and_does_not_loop_over_rows(
 
 @pytest.mark.parametrize("log", [False, True], ids=["no records", "records"])
 @pytest.mark.parametrize("rows", [1, 64])
-@pytest.mark.parametrize(
-    "settings", [{}, {"top_k": 50, "top_p": 0.9}, {"temperature_strategy": "edt"}]
-)
+@pytest.mark.parametrize("settings", STEP_SETTINGS, ids=STEP_SETTING_IDS)
 def test_a_step_on_the_sorted_walk_never_waits_for_the_device(
     tmp_path, monkeypatch, settings, rows, log
 ):
