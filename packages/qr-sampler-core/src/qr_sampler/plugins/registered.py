@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from qr_sampler.plugins.registry import LOAD_PLUGINS_VARIABLE, Registry, excluded_plugins
 from qr_sampler.settings.arm_spec import parse_arms
-from qr_sampler.settings.config import QRSamplerConfig
+from qr_sampler.settings.config import QRSamplerConfig, too_few_bytes
 from qr_sampler.settings.names import did_you_mean
 
 
@@ -48,7 +48,8 @@ def unregistered_strategies(config: QRSamplerConfig, registry: Registry) -> list
     ):
         if value not in known:
             problems.append(unknown_name(variable, value, known, f"a registered {what}"))
-    return problems
+    problem = too_few_bytes(config, registry.amplifiers, "QR_")
+    return [*problems, problem] if problem else problems
 
 
 def missing_source(name: str, registry: Registry, variable: str = "QR_ENTROPY_SOURCE_TYPE") -> str:
