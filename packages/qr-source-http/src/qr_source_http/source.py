@@ -133,7 +133,9 @@ class HttpEntropySource(EntropySource):
                 left = deadline - time.monotonic()
                 if failures > self._settings.retry_count or pause >= left:
                     raise
-                logger.debug("call %d for %d units failed: %s", failures, units, exc)
+                logger.debug(
+                    "call %d for %d units failed: %s", failures, units, self._redact(str(exc))
+                )
                 time.sleep(pause)
                 continue
             self._note(result, units)
