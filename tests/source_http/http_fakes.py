@@ -96,6 +96,9 @@ def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> Iterator[Fak
 def _make_handler(service: FakeService) -> type[BaseHTTPRequestHandler]:
     class Handle(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes: without this, Nagle's algorithm and the
+        # client's delayed ACK add 40 ms to every reply.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read what they need from ``service.requests``."""

@@ -74,7 +74,7 @@ def test_a_setting_wins_over_the_preset() -> None:
     [
         ({"url": "http://qrng.example.org"}, "plain http:// to a host that is not this machine"),
         ({"url": "ftp://127.0.0.1/x"}, "must be an https:// URL with a host"),
-        ({}, "QR_HTTP_URL is empty: name the service's endpoint"),
+        ({"method": "GET"}, "QR_HTTP_URL is empty: name the service's endpoint"),
         ({"preset": "quantis"}, "https://<appliance-host>/api/2.0/streambytes"),
         ({"url": "https://q.example", "body": "{oops"}, "QR_HTTP_BODY is not JSON"),
         ({"url": "https://q.example", "encoding": "base32"}, "QR_HTTP_ENCODING"),
@@ -88,6 +88,14 @@ def test_bad_settings_say_what_to_do(values: dict[str, object], message: str) ->
         settings(**values)
     assert message in str(caught.value)
     assert " spaced " not in str(caught.value)
+
+
+def test_a_source_left_unconfigured_is_no_error_until_it_is_built(
+    make_source: SourceFactory,
+) -> None:
+    assert settings().preset == ""
+    with pytest.raises(ConfigValidationError, match="QR_HTTP_URL is empty"):
+        make_source()
 
 
 def test_loopback_names_may_use_plain_http() -> None:

@@ -135,7 +135,11 @@ class HttpSourceSettings(QRSettings):
 
     @model_validator(mode="after")
     def _resolves(self) -> HttpSourceSettings:
-        self.api()
+        # Left at its defaults, the source is simply not configured: a profile for another
+        # source is valid. Once any QR_HTTP_* has a value of its own, the API must resolve.
+        fields = type(self).model_fields
+        if any(getattr(self, name) != info.default for name, info in fields.items()):
+            self.api()
         return self
 
     def api(self) -> HttpApi:

@@ -54,7 +54,10 @@ class HttpEntropySource(EntropySource):
     ) -> None:
         self._settings = settings if settings is not None else HttpSourceSettings.load()
         cfg = self._settings
-        self._api: HttpApi = cfg.api()
+        try:
+            self._api: HttpApi = cfg.api()
+        except ValueError as exc:
+            raise ConfigValidationError(str(exc)) from None
         self._gate = Gate(cfg.breaker_failures, cfg.breaker_recovery_s, clock)
         self._client = httpx.Client(
             http2=True,
