@@ -10,7 +10,7 @@ from conftest import SourceFactory
 from http_cases import CASES, KEY, fake_for
 
 from qr_sampler import ConfigValidationError
-from qr_source_http import PRESETS, HttpSourceSettings
+from qr_source_http import PRESETS, HttpEntropySource, HttpSourceSettings
 from qr_source_http.call import retry_after_s
 
 
@@ -90,12 +90,10 @@ def test_bad_settings_say_what_to_do(values: dict[str, object], message: str) ->
     assert " spaced " not in str(caught.value)
 
 
-def test_a_source_left_unconfigured_is_no_error_until_it_is_built(
-    make_source: SourceFactory,
-) -> None:
+def test_a_source_left_unconfigured_is_no_error_until_it_is_built() -> None:
     assert settings().preset == ""
     with pytest.raises(ConfigValidationError, match="QR_HTTP_URL is empty"):
-        make_source()
+        HttpEntropySource(HttpSourceSettings())
 
 
 def test_loopback_names_may_use_plain_http() -> None:
