@@ -58,7 +58,7 @@ def build_request(
     client: httpx.Client, api: HttpApi, units: int, timeout_s: float
 ) -> httpx.Request:
     text = str(units)
-    params = [(name, text if value == COUNT else value) for name, value in api.query]
+    params = tuple((name, text if value == COUNT else value) for name, value in api.query)
     body = _fill(api.body, units)
     return client.build_request(
         api.method,

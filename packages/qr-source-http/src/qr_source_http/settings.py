@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, get_args
 from urllib.parse import parse_qsl, urlsplit
@@ -144,7 +145,7 @@ class HttpSourceSettings(QRSettings):
 
     def api(self) -> HttpApi:
         """The merged request and reply format; ValueError names what is wrong."""
-        preset = PRESETS.get(self.preset, {})
+        preset: Mapping[str, Any] = PRESETS.get(self.preset, {})
 
         def pick(name: str) -> Any:
             value = getattr(self, name)

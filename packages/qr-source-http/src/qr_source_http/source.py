@@ -113,9 +113,10 @@ class HttpEntropySource(EntropySource):
         done, pending = wait(futures, max(0.0, deadline - time.monotonic()), FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
-        for future in futures:
-            if future in done and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                raise error
         if pending:
             raise OutOfTimeError(
                 f"a draw of {n} bytes ({len(pieces)} calls) ran out of time after "
