@@ -61,11 +61,11 @@ Handler = Callable[[Request], Reply]
 class FakeService:
     """An HTTP server on a free loopback port; ``handler`` may be replaced at any time."""
 
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
         self.handler = handler
         self.requests: list[Request] = []
         self.stopping = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._server.daemon_threads = True
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
@@ -273,3 +273,13 @@ def unusual(token: str) -> Handler:
         return json_reply({"result": {"words": [{"value": v} for v in values]}, "ok": True})
 
     return answer
+
+
+if __name__ == "__main__":
+    # `python http_fakes.py PORT`: the ANU fake as a process of its own, which a test can
+    # kill outright (the engine tests); the key it accepts is in FAKE_KEY.
+    import sys
+
+    service = FakeService(anu(os.environ["FAKE_KEY"]), port=int(sys.argv[1])).start()
+    print(f"fake ANU service on {service.url}", flush=True)
+    threading.Event().wait()
