@@ -68,7 +68,10 @@ def missing_source(name: str, registry: Registry, variable: str = "QR_ENTROPY_SO
             f"{plugins}{hints}: list the one that provides it, or unset {LOAD_PLUGINS_VARIABLE}"
         )
     elif not did_you_mean(name, registry.entropy_sources):
-        message += "; install the package that provides it, e.g. qr-source-grpc for 'quantum_grpc'"
+        message += (
+            "; install the package that provides it, e.g. qr-source-grpc for 'quantum_grpc', "
+            "qr-source-http for 'http', qr-source-device for 'device'"
+        )
     message += "".join(
         f"; plugin {failure.plugin!r} failed to load: {failure.error}"
         for failure in registry.failures
