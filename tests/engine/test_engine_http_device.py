@@ -5,7 +5,6 @@ from a character device."""
 from __future__ import annotations
 
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -34,15 +33,7 @@ class FakeAnu(Process):
 
     def start(self) -> None:
         super().start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if not self.running():
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"the ANU fake did not start:\n{self.log()[-2000:]}")
+        self.wait_for_port(self.port, "the ANU fake")
 
 
 @pytest.fixture(scope="module")

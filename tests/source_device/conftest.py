@@ -13,25 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from qr_sampler.plugins.registry import get_registry
+from qr_sampler.testing import isolated_environment  # noqa: F401 - applies to every test here
 from qr_source_device import DeviceEntropySource, DeviceSourceSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 SourceFactory = Callable[..., DeviceEntropySource]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No QR_* variable or .env file from the machine leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("QR_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "empty.env").write_text("", encoding="utf-8")
-    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "empty.env"))
-    get_registry.cache_clear()
-    yield
-    get_registry.cache_clear()
 
 
 @pytest.fixture

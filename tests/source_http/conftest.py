@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -10,26 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from qr_sampler.plugins.registry import get_registry
+from qr_sampler.testing import isolated_environment  # noqa: F401 - applies to every test here
 from qr_source_http import HttpEntropySource, HttpSourceSettings
 
 # The test modules import http_fakes; this makes that work under any import mode.
 sys.path.insert(0, str(Path(__file__).parent))
 
 SourceFactory = Callable[..., HttpEntropySource]
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No QR_* variable or .env file from the machine leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("QR_"):
-            monkeypatch.delenv(name)
-    (tmp_path / "empty.env").write_text("", encoding="utf-8")
-    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "empty.env"))
-    get_registry.cache_clear()
-    yield
-    get_registry.cache_clear()
 
 
 @pytest.fixture

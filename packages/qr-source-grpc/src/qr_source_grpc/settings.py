@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from qr_sampler import QRSettings
+from qr_sampler.settings.base import sendable_secret
 
 Mode = Literal["unary", "server_streaming", "bidi_streaming"]
 
@@ -92,10 +93,7 @@ class GrpcSourceSettings(QRSettings):
     @field_validator("api_key")
     @classmethod
     def _key_sendable(cls, value: str) -> str:
-        # gRPC only sends printable ASCII values; stray whitespace is a copy-paste accident.
-        if value and (value != value.strip() or not value.isascii() or not value.isprintable()):
-            raise ValueError("must be printable ASCII without surrounding whitespace")
-        return value
+        return sendable_secret(value)
 
     @field_validator("api_key_header")
     @classmethod

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from qr_sampler import QRSettings
+from qr_sampler.settings.base import sendable_secret
 from qr_source_http.presets import GENERIC, PRESETS, URL_HINTS
 
 PresetName = Literal["", "anu", "qrypt", "outshift", "lfd", "quantis"]
@@ -122,10 +123,7 @@ class HttpSourceSettings(QRSettings):
     @field_validator("api_key")
     @classmethod
     def _key_sendable(cls, value: str) -> str:
-        # HTTP header values are printable ASCII; stray whitespace is a copy-paste accident.
-        if value and (value != value.strip() or not value.isascii() or not value.isprintable()):
-            raise ValueError("must be printable ASCII without surrounding whitespace")
-        return value
+        return sendable_secret(value)
 
     @field_validator("int_bits")
     @classmethod
