@@ -157,6 +157,19 @@ def test_a_command_is_read_and_its_exit_reported_then_it_is_started_again(
     assert len(source.get_random_bytes(100)) == 100  # a fresh run of the program
 
 
+def test_a_program_faster_than_the_reader_still_gives_fresh_bytes_promptly(
+    make_source: SourceFactory,
+) -> None:
+    """Dropping what the pipe buffered before a draw must not chase a fast program."""
+    fast = "import os, sys\nwhile True:\n    sys.stdout.buffer.write(os.urandom(65536))\n"
+    source = make_source(
+        mode="program", command=f"{shlex.quote(sys.executable)} -c {shlex.quote(fast)}"
+    )
+    draws = [source.get_random_bytes(7) for _ in range(20)]
+    assert len(set(draws)) == 20
+    assert source.health_check()["bytes_delivered"] == 140
+
+
 def test_a_command_that_cannot_start_says_so(make_source: SourceFactory) -> None:
     source = make_source(mode="program", command="/nonexistent/infnoise")
     assert "cannot start QR_DEVICE_COMMAND '/nonexistent/infnoise'" in failure(source)

@@ -20,6 +20,8 @@ from qr_source_device.settings import DeviceSourceSettings
 
 #: Lines of a command's standard error kept for the message when it exits.
 STDERR_LINES = 5
+#: Reads of 64 KiB that empty a pipe's buffer (64 KiB by default, 1 MiB at most).
+DISCARD_READS = 16
 
 
 class StreamError(Exception):
@@ -167,7 +169,9 @@ class CommandStream(Stream):
         return f"command {self.command!r}"
 
     def discard_buffered(self) -> None:
-        while True:
+        # What the pipe held when the draw began; a program faster than these reads
+        # must not keep the draw here.
+        for _ in range(DISCARD_READS):
             try:
                 if not os.read(self.fd, 1 << 16):
                     return
