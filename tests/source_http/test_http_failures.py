@@ -115,7 +115,9 @@ def test_a_500_is_retried_then_reported_and_opens_the_breaker(service, anu):
     assert len(service.requests) == 2
     failure(source)
     assert source.health_check()["breaker_state"] == "open"
-    assert "circuit breaker open after 2 failed draws" in str(failure(source))
+    error = failure(source)
+    assert "http (anu preset) at 127.0.0.1:" in str(error)
+    assert "circuit breaker open after 2 failed draws" in str(error)
     assert len(service.requests) == 4, "an open breaker makes no call"
 
 

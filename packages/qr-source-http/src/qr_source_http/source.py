@@ -82,7 +82,10 @@ class HttpEntropySource(EntropySource):
         if self._closed:
             raise self._unavailable("the source is closed")
         deadline = time.monotonic() + self._settings.timeout_ms / 1000.0
-        self._gate.admit()
+        try:
+            self._gate.admit()
+        except EntropyUnavailableError as exc:  # failing fast, with where and why
+            raise self._unavailable(str(exc), type(exc)) from None
         try:
             data = self._draw(n, deadline)
         except RateLimitedError as exc:
