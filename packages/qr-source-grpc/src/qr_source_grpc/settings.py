@@ -90,10 +90,7 @@ class GrpcSourceSettings(QRSettings):
             raise ValueError("must look like /package.Service/Method")
         return value
 
-    @field_validator("api_key")
-    @classmethod
-    def _key_sendable(cls, value: str) -> str:
-        return sendable_secret(value)
+    _key_sendable = field_validator("api_key")(staticmethod(sendable_secret))
 
     @field_validator("api_key_header")
     @classmethod

@@ -120,10 +120,7 @@ class HttpSourceSettings(QRSettings):
         default=10.0, ge=0, description="How long an open breaker fails draws before a probe"
     )
 
-    @field_validator("api_key")
-    @classmethod
-    def _key_sendable(cls, value: str) -> str:
-        return sendable_secret(value)
+    _key_sendable = field_validator("api_key")(staticmethod(sendable_secret))
 
     @field_validator("int_bits")
     @classmethod
