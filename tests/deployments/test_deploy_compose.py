@@ -57,7 +57,8 @@ def test_the_readmes_quote_the_three_commands_word_for_word(readme: Path) -> Non
 )
 def test_every_quoted_up_command_is_one_that_is_rendered_here(readme: Path) -> None:
     # Besides the three, only the second form for the examples' new profile names.
-    allowed = [*THREE_COMMANDS, command_for("my-lab"), command_for("PROFILE_NAME")]
+    names = [*SHIPPED_PROFILES, "my-lab", "PROFILE_NAME"]
+    allowed = [*THREE_COMMANDS, *(command_for(name) for name in names)]
     for command in readme_commands(readme):
         assert command in allowed
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from deploy_support import (
     DEPLOYMENTS,
+    PLACEHOLDER_KEYS,
     container_variables,
     copy_profile,
     set_line,
@@ -28,25 +29,34 @@ def check(capsys: pytest.CaptureFixture[str], profile: str, where: Path) -> tupl
     return code, out, err
 
 
-@pytest.mark.parametrize("name", ["urandom", "_template"])
+@pytest.mark.parametrize("name", ["urandom", "_template", "lfd", "quantis-appliance", "truerng"])
 def test_every_shipped_profile_passes(capsys: pytest.CaptureFixture[str], name: str) -> None:
     assert check(capsys, name, DEPLOYMENTS) == (0, f"{name}: ok\n", "")
 
 
-def test_firefly_passes_with_a_reminder_to_give_the_key(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize(("name", "variable"), sorted(PLACEHOLDER_KEYS.items()))
+def test_a_profile_with_a_key_passes_with_a_reminder_to_give_it(
+    capsys: pytest.CaptureFixture[str], name: str, variable: str
 ) -> None:
-    code, out, err = check(capsys, "firefly-1", DEPLOYMENTS)
-    assert (code, out) == (0, "firefly-1: ok, 1 warning(s)\n")
-    assert "warning: QR_GRPC_API_KEY in " in err
-    assert "is the placeholder '<your-api-key>': give the real key at run time" in err
+    code, out, err = check(capsys, name, DEPLOYMENTS)
+    assert (code, out) == (0, f"{name}: ok, 1 warning(s)\n")
+    assert f"warning: {variable} in " in err
+    assert "is the placeholder '<your-api-" in err
+    assert "give the real key at run time" in err
 
 
 def test_list_shows_the_shipped_profiles(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profile", "list", "--deployments", str(DEPLOYMENTS)]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    http = ["packages/qr-source-http", "http"]
     assert rows == [
+        ["anu", *http],
         ["firefly-1", "packages/qr-source-grpc", "quantum_grpc"],
+        ["lfd", *http],
+        ["outshift", *http],
+        ["qrypt", *http],
+        ["quantis-appliance", *http],
+        ["truerng", "packages/qr-source-device", "device"],
         ["urandom", "packages/qr-source-grpc", "quantum_grpc"],
     ]
 
@@ -74,9 +84,10 @@ def test_the_template_shows_every_setting_with_a_valid_example(
     # Every example at once, uncommented, is still a valid profile.
     (template / ".env").write_text(EXAMPLE_LINE.sub(r"\1=\2", text), encoding="utf-8")
     code, out, err = check(capsys, "_template", tmp_path / "deployments")
-    # The example key is a placeholder: valid, with the reminder to give the real one.
-    assert (code, out) == (0, "_template: ok, 1 warning(s)\n")
+    # The example keys are placeholders: valid, with the reminder to give the real ones.
+    assert (code, out) == (0, "_template: ok, 2 warning(s)\n")
     assert "QR_GRPC_API_KEY in " in err
+    assert "QR_HTTP_API_KEY in " in err
     assert "error" not in err
 
 

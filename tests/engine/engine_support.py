@@ -78,6 +78,18 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_for_port(self, port: int, what: str, timeout_s: float = 30.0) -> None:
+        """Return once the process accepts connections on 127.0.0.1:``port``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            if not self.running():
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} did not start:\n{self.log()[-2000:]}")
+
 
 class UrandomServer(Process):
     """``qr-urandom-server`` on a fixed loopback port, so that a restart is found again."""
@@ -90,15 +102,7 @@ class UrandomServer(Process):
 
     def start(self) -> None:
         super().start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            if not self.running():
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"qr-urandom-server did not start:\n{self.log()[-2000:]}")
+        self.wait_for_port(self.port, "qr-urandom-server")
 
 
 class VllmServer(Process):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from grpc_tools import protoc
 
-from qr_sampler.plugins.registry import get_registry
+from qr_sampler.testing import isolated_environment  # noqa: F401 - applies to every test here
 from qr_source_grpc import CircuitBreakerSettings, GrpcEntropySource, GrpcSourceSettings
 from qr_urandom_server.launch import serve_in_background
 from qr_urandom_server.server import EntropyServer
@@ -33,20 +32,6 @@ message RandomRequest { int32 num_bytes = 1; }
 message RandomResponse { bytes data = 1; int64 timestamp = 2; string device_id = 3; }
 service QuantumRNG { rpc GetRandomBytes(RandomRequest) returns (RandomResponse); }
 """
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No QR_* variable or .env file from the machine leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("QR_"):
-            monkeypatch.delenv(name)
-    # An empty file: a QR_ENV_FILE that does not exist is an error.
-    (tmp_path / "empty.env").write_text("", encoding="utf-8")
-    monkeypatch.setenv("QR_ENV_FILE", str(tmp_path / "empty.env"))
-    get_registry.cache_clear()
-    yield
-    get_registry.cache_clear()
 
 
 @pytest.fixture(params=["tcp", "unix"])

@@ -94,7 +94,7 @@ def test_env_file_option_naming_a_directory_is_exit_1(
             "QR_SIGNAL_AMPLIFIER_TYPE",
             "foo",
             "QR_SIGNAL_AMPLIFIER_TYPE='foo' is not a registered amplifier "
-            "(registered: zscore_mean)",
+            "(registered: uniform_bits, zscore_mean)",
         ),
         (
             "QR_TEMPERATURE_STRATEGY",

@@ -175,7 +175,7 @@ def test_empty_load_plugins_keeps_only_the_builtins(
     monkeypatch.setenv("QR_LOAD_PLUGINS", "")
     registry = load_registry()
     assert set(registry.entropy_sources) == {"system", "prng", "replay"}
-    assert set(registry.amplifiers) == {"zscore_mean"}
+    assert set(registry.amplifiers) == {"uniform_bits", "zscore_mean"}
     assert set(registry.temperature_strategies) == {"fixed", "edt"}
 
 

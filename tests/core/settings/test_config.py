@@ -300,7 +300,7 @@ def test_request_edt_bounds_are_checked_against_the_defaults() -> None:
 @pytest.mark.parametrize(
     ("key", "registered"),
     [
-        ("qr_signal_amplifier_type", "zscore_mean"),
+        ("qr_signal_amplifier_type", "uniform_bits, zscore_mean"),
         ("qr_temperature_strategy", "edt, fixed"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qr_sampler.entropy.amplification import ZScoreMeanAmplifier
+from qr_sampler.entropy.amplification import UniformBitsAmplifier, ZScoreMeanAmplifier
 from qr_sampler.entropy.prng import PRNGEntropySource, PRNGSettings
 from qr_sampler.entropy.replay import ReplayEntropySource, ReplaySettings
 from qr_sampler.entropy.system import SystemEntropySource
@@ -23,6 +23,7 @@ def register_entropy_sources(register: Callable[..., None]) -> None:
 @hookimpl
 def register_amplifiers(register: Callable[[str, Any], None]) -> None:
     register("zscore_mean", ZScoreMeanAmplifier())
+    register("uniform_bits", UniformBitsAmplifier())
 
 
 @hookimpl

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from qr_sampler import QRSettings
+from qr_sampler.settings.base import sendable_secret
 
 from qr_source_grpc.targets import target_hosts
 
@@ -86,13 +87,7 @@ class GrpcSourceSettings(QRSettings):
             raise ValueError("must look like /package.Service/Method")
         return value
 
-    @field_validator("api_key")
-    @classmethod
-    def _key_sendable(cls, value: str) -> str:
-        # gRPC only sends printable ASCII values; stray whitespace is a copy-paste accident.
-        if value and (value != value.strip() or not value.isascii() or not value.isprintable()):
-            raise ValueError("must be printable ASCII without surrounding whitespace")
-        return value
+    _key_sendable = field_validator("api_key")(staticmethod(sendable_secret))
 
     @field_validator("api_key_header")
     @classmethod

@@ -12,7 +12,7 @@ from qr_sampler.plugins.registry import (
     excluded_plugins,
 )
 from qr_sampler.settings.arm_spec import parse_arms
-from qr_sampler.settings.config import QRSamplerConfig
+from qr_sampler.settings.config import QRSamplerConfig, too_few_bytes
 from qr_sampler.settings.names import did_you_mean
 
 
@@ -54,7 +54,8 @@ def unregistered_strategies(config: QRSamplerConfig, registry: Registry) -> list
     ):
         if value not in known:
             problems.append(unknown_name(variable, value, known, f"a registered {what}"))
-    return problems
+    problem = too_few_bytes(config, registry.amplifiers, "QR_")
+    return [*problems, problem] if problem else problems
 
 
 #: Set by the vLLM plugin in the process that starts the workers (``qr_sampler.engine.
@@ -105,7 +106,10 @@ def missing_source(name: str, registry: Registry, variable: str = "QR_ENTROPY_SO
             f"{plugins}{hints}: list the one that provides it, or unset {LOAD_PLUGINS_VARIABLE}"
         )
     elif not did_you_mean(name, registry.entropy_sources):
-        message += "; install the package that provides it, e.g. qr-source-grpc for 'quantum_grpc'"
+        message += (
+            "; install the package that provides it, e.g. qr-source-grpc for 'quantum_grpc', "
+            "qr-source-http for 'http', qr-source-device for 'device'"
+        )
     message += "".join(
         f"; plugin {failure.plugin!r} failed to load: {failure.error}"
         for failure in registry.failures

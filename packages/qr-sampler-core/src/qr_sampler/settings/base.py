@@ -141,6 +141,14 @@ class QRSettings(BaseSettings):
         return values
 
 
+def sendable_secret(value: str) -> str:
+    """A key as a header or call metadata can carry it: printable ASCII (what HTTP and
+    gRPC send) with no surrounding whitespace (a copy-paste accident); else ValueError."""
+    if value and (value != value.strip() or not value.isascii() or not value.isprintable()):
+        raise ValueError("must be printable ASCII without surrounding whitespace")
+    return value
+
+
 def mask_secret(value: str) -> str:
     """``****abcd`` for a set secret (a hint to tell keys apart), ``""`` for none."""
     if not value:

@@ -282,12 +282,35 @@ def check_registered(
     ):
         value = getattr(options, field)
         if value not in known:
-            name = f"{prefix}{field}"
-            name = name.upper() if prefix.isupper() else name
             raise ConfigValidationError(
-                f"{name}: unknown value {value!r}{did_you_mean(value, known)}; "
+                f"{_named(prefix, field)}: unknown value {value!r}{did_you_mean(value, known)}; "
                 f"registered: {', '.join(sorted(known))}"
             )
+    problem = too_few_bytes(options, amplifiers, prefix)
+    if problem:
+        raise ConfigValidationError(problem)
+
+
+def too_few_bytes(
+    options: SamplingOptions, amplifiers: Mapping[str, object], prefix: str
+) -> str | None:
+    """Why ``sample_count`` is below what the chosen amplifier needs (its
+    ``min_sample_count``), or None; registries hold components, tests plain amplifiers."""
+    component = amplifiers.get(options.signal_amplifier_type)
+    needed = getattr(getattr(component, "value", component), "min_sample_count", 1)
+    if options.sample_count >= needed:
+        return None
+    return (
+        f"{_named(prefix, 'sample_count')}={options.sample_count} is too few bytes for "
+        f"{_named(prefix, 'signal_amplifier_type')}={options.signal_amplifier_type}: it "
+        f"needs at least {needed} per token"
+    )
+
+
+def _named(prefix: str, field: str) -> str:
+    """A field as the user writes it: ``QR_SAMPLE_COUNT`` or ``qr_sample_count``."""
+    name = f"{prefix}{field}"
+    return name.upper() if prefix.isupper() else name
 
 
 def _suggest(field: str) -> str:

@@ -4,5 +4,6 @@ Importing this package imports pytest; nothing in the runtime imports it.
 """
 
 from qr_sampler.testing.conformance import EntropySourceConformance
+from qr_sampler.testing.environment import isolated_environment
 
-__all__ = ["EntropySourceConformance"]
+__all__ = ["EntropySourceConformance", "isolated_environment"]
