@@ -87,7 +87,7 @@ def walked_probabilities(logits, params, prompts, outputs) -> np.ndarray:
     penalties = torch.tensor(
         [[p.repetition_penalty, p.frequency_penalty, p.presence_penalty] for p in params]
     )
-    apply_penalties(values, pad(prompts), pad(outputs), penalties)
+    apply_penalties(values, torch.arange(len(params)), pad(prompts), pad(outputs), penalties)
     column = lambda name: torch.tensor([float(getattr(p, name)) for p in params])  # noqa: E731
     probabilities = np.zeros((len(params), VOCAB))
     u = torch.full((len(params),), 1e-12, dtype=torch.float64)

@@ -55,16 +55,30 @@ def test_the_penalty_op_matches_the_definitions_row_by_row():
     penalties = np.array([[1.3, 0.5, 0.25], [0.7, -1.0, 2.0], [2.0, 0.0, 0.0], [1.0, 0.1, -0.3]])
     padded_prompts = table_pad(prompts)
     padded_outputs = table_pad(outputs)
-    values = torch.from_numpy(logits.copy())
-    apply_penalties(
+    # Rows 1, 3, 4 and 6 of a batch of 7: the others are not touched.
+    batch = np.random.default_rng(6).normal(0, 3, (7, VOCAB)).astype(np.float32)
+    rows = [1, 3, 4, 6]
+    batch[rows] = logits
+    values = torch.from_numpy(batch.copy())
+    done = apply_penalties(
         values,
+        torch.tensor(rows),
         torch.from_numpy(padded_prompts),
         torch.from_numpy(padded_outputs),
         torch.from_numpy(penalties),
     )
-    for row in range(4):
-        expected = penalized_reference(logits[row], prompts[row], outputs[row], *penalties[row])
+    for place, row in enumerate(rows):
+        expected = penalized_reference(
+            logits[place], prompts[place], outputs[place], *penalties[place]
+        )
         np.testing.assert_allclose(values[row].numpy(), expected, rtol=1e-6, atol=1e-6)
+    for row in (0, 2, 5):
+        assert np.array_equal(values[row].numpy(), batch[row])
+    # Undone where the row was not forced, kept where it was.
+    done.undo(values, torch.tensor([True, False, True, False]))
+    assert np.array_equal(values[3].numpy(), batch[3])
+    assert np.array_equal(values[6].numpy(), batch[6])
+    assert not np.array_equal(values[1].numpy(), batch[1])
 
 
 def table_pad(lists: list[list[int]]) -> np.ndarray:
@@ -151,12 +165,17 @@ def test_each_token_is_the_one_u_picks_from_the_penalized_distribution(tmp_path)
 
 def test_rows_left_to_vllm_keep_their_logits_when_another_row_is_penalized(tmp_path):
     sampler, _ = make_sampler(tmp_path)
-    logits = torch.randn(2, VOCAB)
+    logits = torch.randn(3, VOCAB)
+    logits[2, 30] = float("nan")  # a row with no distribution is left to vLLM too
     original = logits.clone()
-    sampler.admit(0, sampler.resolve({}, {"presence_penalty": 1.0}), [1, 2], [0])
+    penalized = sampler.resolve({}, {"presence_penalty": 1.0, "repetition_penalty": 1.5})
+    sampler.admit(0, penalized, [1, 2], [0])
     sampler.admit(1, sampler.resolve({"qr_bypass": True}), [1, 2], [0])
-    sampler.sample(logits, np.arange(2))
+    sampler.admit(2, penalized, [1, 2], [0])
+    sampler.sample(logits, np.arange(3))
     assert torch.equal(logits[1], original[1])
+    assert torch.equal(logits[2].nan_to_num(), original[2].nan_to_num())
+    assert len(forced(logits[:1])) == 1
 
 
 def test_an_engine_that_applies_penalties_itself_gets_none_applied_twice(tmp_path):

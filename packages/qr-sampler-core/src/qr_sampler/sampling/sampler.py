@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -220,11 +220,13 @@ class QRSampler:
         amplified = self.amplifiers.amplify(draw, params, drawing) if draw is not None else None
         columns = self._to_device(amplified, params, logits.device)
         recorded = self._recorded(params, active) if draw is not None else []
-        chosen_from = self._penalized(logits, slots, params, active, columns)
+        chosen_from, unpenalize = self._penalized(logits, slots, params, active, columns)
         selection = self._select(chosen_from, columns, params, active, with_records=bool(recorded))
         results = HostCopy(_record_results(selection)) if recorded else None
         active_rows = columns["active"].bool()
-        force_tokens(logits, active_rows & selection.valid, selection.token_id)
+        forced = active_rows & selection.valid
+        force_tokens(logits, forced, selection.token_id)
+        unpenalize(forced)
         self.unsampled.add(active_rows & ~selection.valid)
         if draw is not None and amplified is not None:
             self._hand_over(slots, positions, active, recorded, draw, amplified, results, start)
@@ -288,31 +290,34 @@ class QRSampler:
         params: npt.NDArray[np.float64],
         active: npt.NDArray[np.bool_],
         columns: DeviceColumns,
-    ) -> torch.Tensor:
-        """The logits the token is chosen from: with each active row's penalties applied
-        (to a copy: rows left to vLLM must reach it untouched), where this engine
-        leaves penalties to its logits processors. Rows without penalties cost nothing."""
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+        """The logits the token is chosen from, with each active row's penalties applied
+        where this engine leaves penalties to its logits processors, and what undoes
+        them in the rows that end up not forced (given the forced rows): rows left to
+        vLLM must reach it untouched. Rows without penalties cost nothing."""
         if not self.applies_penalties:
-            return logits
+            return logits, _nothing_to_undo
         rows = np.flatnonzero(active & (params[:, _PENALTIES] != _NO_PENALTY).any(axis=1))
         if len(rows) == 0:
-            return logits
+            return logits, _nothing_to_undo
         import torch
 
         prompt, output = self.table.token_history(slots, rows, logits.shape[-1])
         device = logits.device
         on_device = torch.from_numpy(rows).to(device)
-        values = logits.to(torch.float32, copy=True)
-        penalized = values.index_select(0, on_device)
-        apply_penalties(
-            penalized,
+        # vLLM hands processors float32 logits; anything else is penalized in a copy.
+        in_place = logits.dtype == torch.float32 and logits.is_contiguous()
+        values = logits if in_place else logits.float().contiguous()
+        penalized = apply_penalties(
+            values,
+            on_device,
             torch.from_numpy(prompt).to(device),
             torch.from_numpy(output).to(device),
-            torch.stack([columns[name] for name in _PENALTY_NAMES], dim=1).index_select(
-                0, on_device
-            ),
+            torch.stack([columns[name] for name in _PENALTY_NAMES], dim=1)[on_device],
         )
-        return values.index_copy_(0, on_device, penalized)
+        if not in_place:
+            return values, _nothing_to_undo
+        return values, lambda forced: penalized.undo(values, forced[on_device])
 
     def _to_device(
         self, amplified: Amplified | None, params: npt.NDArray[np.float64], device: torch.device
@@ -402,6 +407,10 @@ class QRSampler:
         if self.archive is not None:
             self.archive.close()
         self.arms.close()
+
+
+def _nothing_to_undo(forced: torch.Tensor) -> None:
+    """No penalties were written into the engine's logits."""
 
 
 def _record_results(selection: Selection) -> torch.Tensor:
