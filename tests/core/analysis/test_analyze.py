@@ -302,3 +302,18 @@ def test_the_report_reads_full_width_in_a_browser(tmp_path):
     columns = np.flatnonzero(ink[HEIGHT // 4 :].any(axis=0))
     assert columns[0] < 0.05 * WIDTH
     assert columns[-1] > 0.95 * WIDTH
+
+
+def test_greedy_tokens_are_counted_apart_from_the_statistics_of_u(tmp_path, capsys):
+    log = tmp_path / "r.jsonl"
+    config = QRSamplerConfig.load(env_file=str(tmp_path / "absent.env"), log_path=str(log))
+    sampler = QRSampler(config)
+    sampler.admit(0, sampler.resolve({}, {"fixed_temperature": 0.0}))
+    sampler.admit(1, sampler.resolve({}, {"fixed_temperature": 1.0}))
+    for _ in range(50):
+        sampler.sample(torch.randn(2, 30), np.arange(2))
+    sampler.close()
+    summary = analyse(log, by=None)
+    assert (summary["tokens"], summary["greedy_tokens"], summary["skipped_lines"]) == (50, 50, 0)
+    assert main(["analyze", str(log), "--out", str(tmp_path / "out")]) == 0
+    assert "greedy tokens (no bytes, not in the statistics) 50" in capsys.readouterr().out

@@ -123,6 +123,8 @@ class Collection:
     #: every record of that arm in that step carries the same draw's ``fetch_ms``.
     fetch_ms: dict[tuple[str, str], Column] = field(default_factory=dict)
     skipped_lines: int = 0
+    #: Greedy tokens: the argmax, chosen by no bytes, so outside every statistic of u.
+    greedy: int = 0
     #: Per input file: its records (token lines) and what they say about the run.
     files: list[FileFacts] = field(default_factory=list)
     #: Records that have the ``by`` field at all (a value of null counts).
@@ -160,6 +162,9 @@ def collect(paths: Iterable[str], by: str | None = None) -> Collection:
             for line in lines:
                 digest.update(line)
                 record = _parse(line)
+                if record is None and _greedy(line):
+                    collection.greedy += 1
+                    continue
                 if record is None:
                     collection.skipped_lines += bool(line.strip())
                     facts.note(line)
@@ -191,6 +196,11 @@ def _parse(line: bytes) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("u"), (int, float)):
         return None
     return record
+
+
+def _greedy(line: bytes) -> bool:
+    """Whether the line is the record of a greedy token (no bytes, u null)."""
+    return b'"greedy":true' in line and b'"u":null' in line
 
 
 def _add(collection: Collection, record: dict[str, Any], file_index: int) -> None:

@@ -96,7 +96,12 @@ def text(summary: dict[str, Any]) -> str:
     uniform = overall["uniformity"]
     lines = [
         f"tokens {summary['tokens']}, requests {summary['requests']}, steps {summary['steps']}; "
-        f"fallback tokens {summary['fallback_tokens']} ({summary['fallback_share']:.2%})",
+        f"fallback tokens {summary['fallback_tokens']} ({summary['fallback_share']:.2%})"
+        + (
+            f"; greedy tokens (no bytes, not in the statistics) {summary['greedy_tokens']}"
+            if summary.get("greedy_tokens")
+            else ""
+        ),
         "entropy sources: "
         + ", ".join(f"{k} ({v} tokens)" for k, v in summary["entropy_sources"].items()),
     ]

@@ -126,6 +126,7 @@ def analyse(collection: Collection, margin: float, alpha: float) -> dict[str, An
         "fallback_share": total.fallback / total.tokens if total.tokens else 0.0,
         "entropy_sources": dict(collection.sources),
         "skipped_lines": collection.skipped_lines,
+        "greedy_tokens": collection.greedy,
         "overall": {**describe(total, all_z), "uniformity": uniformity(all_u, alpha)},
         "groups": groups,
         "pairs": pairs,
