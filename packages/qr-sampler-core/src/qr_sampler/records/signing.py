@@ -8,6 +8,7 @@ spaces), so a reviewer recomputes the signed bytes from the entry alone.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Mapping
@@ -22,9 +23,7 @@ if TYPE_CHECKING:
     )
 
 SIGNING_KEY_VARIABLE = "QR_SIGNING_KEY"
-_MISSING = (
-    "signing needs the cryptography package: pip install 'qr-sampler-core[signing]'"
-)
+_MISSING = "signing needs the cryptography package: pip install 'qr-sampler-core[signing]'"
 
 
 def _ed25519() -> Any:
@@ -123,6 +122,8 @@ def write_key_pair(prefix: str) -> tuple[str, str]:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     private_path, public_path = f"{prefix}.key", f"{prefix}.pub"
+    if os.path.exists(public_path):
+        raise FileExistsError(errno.EEXIST, "exists", public_path)
     # Created owner-only and never over an existing key: losing a key loses a run's proof.
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:

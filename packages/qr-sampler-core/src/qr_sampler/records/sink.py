@@ -144,7 +144,8 @@ class RecordSink:
                     self._recent.append(record)
 
     def _append(self, records: list[str]) -> None:
-        assert self._file is not None and self._chain is not None
+        assert self._file is not None
+        assert self._chain is not None
         count = len(records)
         text, head = self._chain.link(records)
         try:
