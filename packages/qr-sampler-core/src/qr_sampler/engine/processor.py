@@ -27,6 +27,7 @@ import numpy as np
 
 from qr_sampler.engine.data_parallel import data_parallel_rank
 from qr_sampler.engine.emission import EmissionGate
+from qr_sampler.engine.model_identity import engine_facts
 from qr_sampler.engine.pipeline_parallel import vllm_pipeline_stage
 from qr_sampler.engine.preemption import Readmissions
 from qr_sampler.engine.request_params import check_supported, standard_options
@@ -135,6 +136,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             shared_u=vllm_tensor_parallel_group() if samples else None,
             dp_rank=dp_rank,
             samples=samples,
+            # Called only when a manifest is written: hashing large weights takes a while.
+            engine=functools.partial(engine_facts, vllm_config, self.runner),
         )
         # Model Runner V2 applies penalties (and logit bias) before custom logits
         # processors, the V1 runner after them.

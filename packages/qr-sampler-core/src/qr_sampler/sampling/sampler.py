@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,12 +86,13 @@ class QRSampler:
         *,
         dp_rank: int = 0,
         samples: bool = True,
-        engine: Mapping[str, Any] | None = None,
+        engine: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         """``dp_rank``: the engine process's data-parallel rank (its own files, request
         ids and arm assignments); ``samples`` False: a pipeline stage that never samples,
         which opens no source and no file; ``engine``: what the engine adapter tells
-        the run manifest (vLLM's version and runner, the model)."""
+        the run manifest (vLLM's version and runner, the model), asked for only when
+        records are written."""
         self.config = config if config is not None else QRSamplerConfig.load()
         self.registry = registry if registry is not None else get_registry()
         self.defaults = self.config.sampling_options()
@@ -126,7 +127,12 @@ class QRSampler:
         if log_path:
             self.sink.begin_run(
                 run_manifest(
-                    self.config, self.registry, self.arms, dp_rank, env_file_path(), engine
+                    self.config,
+                    self.registry,
+                    self.arms,
+                    dp_rank,
+                    env_file_path(),
+                    engine() if engine is not None else None,
                 )
             )
         names = self.table.choice_names
