@@ -341,3 +341,20 @@ def _rsa_key(tmp_path: Path) -> Path:
         )
     )
     return path
+
+
+def test_analyze_reports_the_chain_and_what_the_manifest_says(log, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["analyze", str(log), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())["provenance"]
+    assert summary["integrity"] == f"hash chain holds: {ROWS * STEPS} record(s) linked " + (
+        "(signatures: qr-sampler verify)"
+    )
+    assert summary["run"]["host"] and summary["run"]["started_at"]
+    assert summary["run"]["qr_sampler_version"]
+    text = lines(log)
+    del text[2]
+    rewrite(log, text)
+    assert main(["analyze", str(log), "--out", str(out)]) == 0
+    integrity = json.loads((out / "summary.json").read_text())["provenance"]["integrity"]
+    assert integrity.startswith(f"broken: {log}: records line 3:")
