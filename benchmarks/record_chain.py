@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from common import summary, time_interleaved_ms, write_results
 
@@ -35,7 +36,7 @@ def record(row: int, step: int) -> TokenRecord:
         num_candidates=151936, temperature=0.7, shannon_entropy=3.21,
         entropy_source="quantum_grpc", fallback=False, fetch_ms=1.92, total_ms=4.1,
         config_hash="5d41402abc4b2a76", tag="experiment-7", request_id="dp0-1a2b3c4d5e-17",
-        position=step, entropy_sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        position=step, entropy_sha256="9f86d081884c7d65" * 4,
         bytes_offset=step * 20480 * 64 + row * 20480, signal_amplifier_type="zscore_mean",
         population_mean=127.5, population_std=73.90027063549903, uniform_clamp_epsilon=1e-10,
         arm="qrng", cdf_low=0.2712, entropy_server="qrng-0@10.0.0.7:50051",
@@ -43,74 +44,82 @@ def record(row: int, step: int) -> TokenRecord:
     )  # fmt: skip
 
 
+def measure(batch: int, steps: int, work: Path, signer: Signer) -> dict[str, Any]:
+    """Timings and sizes of the three ways of writing ``batch`` records a step."""
+    plain = RecordFile(str(work / f"plain-{batch}.jsonl"))
+    chained_path, signed_path = work / f"chained-{batch}.jsonl", work / f"signed-{batch}.jsonl"
+    chained_file, signed_file = RecordFile(str(chained_path)), RecordFile(str(signed_path))
+    chain = ChainWriter(str(chained_path), None, 0.0)
+    signed = ChainWriter(str(signed_path), signer, 0.0)
+    chain.begin({"kind": "benchmark"})
+    signed.begin({"kind": "benchmark"})
+    counter = iter(range(10**9))
+    jsons: list[str] = []
+
+    def prepare() -> None:
+        step = next(counter)
+        jsons[:] = [record(row, step).to_json() for row in range(batch)]
+
+    def write_plain() -> None:
+        plain.append("".join(line + "\n" for line in jsons))
+
+    def write_chained(file: RecordFile, writer: ChainWriter) -> None:
+        text, head = writer.link(jsons)
+        file.append(text)
+        writer.appended(head, len(jsons))
+        writer.write_head(due=True)
+
+    warmup = 20
+    timings = time_interleaved_ms(
+        [
+            write_plain,
+            lambda: write_chained(chained_file, chain),
+            lambda: write_chained(signed_file, signed),
+        ],
+        steps,
+        warmup=warmup,
+        prepare=prepare,
+    )
+    for handle in (plain, chained_file, signed_file):
+        handle.close()
+    chain.close()
+    signed.close()
+    base, linked, signing = (summary(samples) for samples in timings)
+    written = steps + warmup
+    # Each writer wrote `written` steps (close adds no head: none came since the last).
+    record_bytes = os.path.getsize(chained_path) / (written * batch)
+    plain_bytes = os.path.getsize(work / f"plain-{batch}.jsonl") / (written * batch)
+    return {
+        "plain_ms": base,
+        "chained_ms": linked,
+        "signed_ms": signing,
+        "chained_over_plain_p50": linked["p50"] / base["p50"],
+        "signed_over_plain_p50": signing["p50"] / base["p50"],
+        "record_bytes": record_bytes,
+        "link_bytes_per_record": record_bytes - plain_bytes,
+        "head_bytes_per_step": os.path.getsize(str(chained_path) + ".heads") / written,
+        "signed_head_bytes_per_step": os.path.getsize(str(signed_path) + ".heads") / written,
+        "manifest_bytes": os.path.getsize(str(chained_path) + ".manifest"),
+    }
+
+
 def main(steps: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="qr-chain-bench-"))
     private, _ = write_key_pair(str(work / "bench"))
     signer = Signer.from_file(private)
-    results: dict[str, object] = {"steps": steps, "batches": {}}
+    batches = {}
     for batch in BATCHES:
-        plain = RecordFile(str(work / f"plain-{batch}.jsonl"))
-        chained_path, signed_path = work / f"chained-{batch}.jsonl", work / f"signed-{batch}.jsonl"
-        chained_file, signed_file = RecordFile(str(chained_path)), RecordFile(str(signed_path))
-        chain = ChainWriter(str(chained_path), None, 0.0)
-        signed = ChainWriter(str(signed_path), signer, 0.0)
-        chain.begin({"kind": "benchmark"})
-        signed.begin({"kind": "benchmark"})
-        counter = iter(range(10**9))
-        jsons: list[str] = []
-
-        def prepare() -> None:
-            step = next(counter)
-            jsons[:] = [record(row, step).to_json() for row in range(batch)]  # noqa: B023
-
-        def write_plain() -> None:
-            plain.append("".join(line + "\n" for line in jsons))  # noqa: B023
-
-        def write_chained(file: RecordFile, writer: ChainWriter) -> None:
-            text, head = writer.link(jsons)  # noqa: B023
-            file.append(text)
-            writer.appended(head, len(jsons))  # noqa: B023
-            writer.write_head(due=True)
-
-        timings = time_interleaved_ms(
-            [
-                write_plain,
-                lambda: write_chained(chained_file, chain),  # noqa: B023
-                lambda: write_chained(signed_file, signed),  # noqa: B023
-            ],
-            steps,
-            warmup=20,
-            prepare=prepare,
-        )
-        base, linked, signing = (summary(samples) for samples in timings)
-        written = steps + 20
-        records_bytes = os.path.getsize(chained_path) / (written * batch)
-        plain_bytes = os.path.getsize(work / f"plain-{batch}.jsonl") / (written * batch)
-        results["batches"][str(batch)] = {  # type: ignore[index]
-            "plain_ms": base,
-            "chained_ms": linked,
-            "signed_ms": signing,
-            "chained_over_plain_p50": linked["p50"] / base["p50"],
-            "signed_over_plain_p50": signing["p50"] / base["p50"],
-            "record_bytes": records_bytes,
-            "link_bytes_per_record": records_bytes - plain_bytes,
-            "head_bytes_per_step": os.path.getsize(str(chained_path) + ".heads") / written,
-            "signed_head_bytes_per_step": os.path.getsize(str(signed_path) + ".heads") / written,
-            "manifest_bytes": os.path.getsize(str(chained_path) + ".manifest"),
-        }
-        for handle in (plain, chained_file, signed_file):
-            handle.close()
-        chain.close()
-        signed.close()
-        row = results["batches"][str(batch)]  # type: ignore[index]
+        row = measure(batch, steps, work, signer)
+        batches[str(batch)] = row
         print(
-            f"{batch:3d} records/step: plain {base['p50'] * 1000:7.1f} us, chained "
-            f"x{row['chained_over_plain_p50']:.2f}, signed x{row['signed_over_plain_p50']:.2f}; "
-            f"{records_bytes:.0f} B/record ({row['link_bytes_per_record']:.0f} B link), heads "
+            f"{batch:3d} records/step: plain {row['plain_ms']['p50'] * 1000:7.1f} us, "
+            f"chained x{row['chained_over_plain_p50']:.2f}, "
+            f"signed x{row['signed_over_plain_p50']:.2f}; {row['record_bytes']:.0f} B/record "
+            f"({row['link_bytes_per_record']:.0f} B link), heads "
             f"{row['head_bytes_per_step']:.0f} B/step ({row['signed_head_bytes_per_step']:.0f} "
             "signed)"
         )
-    print(f"results: {write_results('record_chain', results)}")
+    print(f"results: {write_results('record_chain', {'steps': steps, 'batches': batches})}")
 
 
 if __name__ == "__main__":
