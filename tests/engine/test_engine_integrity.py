@@ -110,7 +110,7 @@ def cramped_engine(
     }
     # Room for about two of the six requests at full length: the rest are preempted
     # and resumed, over and over.
-    cramped = ["--max-model-len", "256", "--block-size", "16", "--num-gpu-blocks-override", "24"]
+    cramped = ["--max-model-len", "256", "--block-size", "32", "--num-gpu-blocks-override", "12"]
     engine = VllmServer(tiny_model, run_dir, settings, cramped)
     try:
         engine.start()
