@@ -7,6 +7,9 @@ import gc
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import torch
+
 from qr_sampler.engine.preemption import Readmissions
 from qr_sampler.sampling.sampler import QRSampler
 from qr_sampler.settings.config import QRSamplerConfig
@@ -81,3 +84,38 @@ def test_the_runners_word_decides_and_a_finished_request_is_forgotten(tmp_path):
     readmissions.left(sampler.table, 0)
     assert not readmissions._by_params
     sampler.close()
+
+
+def test_a_multi_arm_run_with_a_preemption_replays_token_for_token(tmp_path, monkeypatch):
+    """Every arm's tokens come back from the archive alone: one replay source serves
+    each step's bytes in row order, as the run drew them across its arms."""
+    archive = tmp_path / "bytes.bin"
+
+    def run(**settings: str) -> list[list[int]]:
+        config = QRSamplerConfig.load(env_file=str(tmp_path / "absent.env"), **settings)
+        sampler, readmissions = QRSampler(config), Readmissions()
+        requests = [Params() for _ in range(4)]
+        for slot, params in enumerate(requests):
+            seat(sampler, readmissions, slot, params)
+        generator = torch.Generator().manual_seed(3)
+        tokens = []
+
+        def step(slots: list[int]) -> None:
+            logits = torch.randn(len(slots), 64, generator=generator)
+            forced = sampler.sample(logits, np.array(slots))
+            tokens.append((forced == 0).int().argmax(-1).tolist())
+
+        step([0, 1, 2, 3])
+        readmissions.left(sampler.table, 1)  # preempted: three rows run without it
+        sampler.table.clear(1)
+        sampler.table.move(3, 1)
+        step([0, 1, 2])
+        assert readmissions.resume(sampler.table, 3, requests[1], [])
+        step([0, 1, 2, 3])
+        sampler.close()
+        return tokens
+
+    original = run(arms="a=system,b=prng", arm_assignment="random", bytes_path=str(archive))
+    monkeypatch.setenv("QR_REPLAY_PATH", str(archive))
+    replayed = run(entropy_source_type="replay", fallback_mode="error")
+    assert replayed == original
