@@ -29,6 +29,9 @@ def test_env_names_are_the_contract() -> None:
         "QR_GRPC_TLS_KEY_FILE",
         "QR_GRPC_MAX_BYTES_PER_REQUEST",
         "QR_GRPC_HEALTH_CHECK",
+        "QR_GRPC_SEQUENCE_ID_FIELD",
+        "QR_GRPC_TIMESTAMP_FIELD",
+        "QR_GRPC_DEVICE_ID_FIELD",
     }
     assert set(CircuitBreakerSettings.env_names()) == {
         "QR_CB_WINDOW_SIZE",
@@ -238,3 +241,9 @@ def test_malformed_targets_say_what_is_wrong(
 )
 def test_a_list_is_local_only_when_every_server_is(address: str, local: bool) -> None:
     assert is_local(address) is local
+
+
+@pytest.mark.parametrize(("name", "value"), [("TIMESTAMP", "1"), ("DEVICE_ID", "-2")])
+def test_a_reply_field_must_not_be_the_bytes_nor_negative(name: str, value: str) -> None:
+    with pytest.raises(ConfigValidationError, match=f"QR_GRPC_{name}_FIELD"):
+        GrpcSourceSettings.from_assignments({f"QR_GRPC_{name}_FIELD": value})

@@ -10,7 +10,7 @@ import pytest
 from grpc_test_servers import field1_reply
 
 from qr_source_grpc.failures import MalformedReplyError
-from qr_source_grpc.wire import decode_reply, decode_sequenced_reply, encode_request
+from qr_source_grpc.wire import ReplyFields, Said, decode_reply, encode_request
 from qr_urandom_server.proto.qr_entropy.v1.entropy_service_pb2 import (
     EntropyRequest,
     EntropyResponse,
@@ -36,15 +36,54 @@ def test_request_encodes_like_qr_entropy(count: int) -> None:
 def test_stream_request_carries_qr_entropy_sequence_id() -> None:
     request = EntropyRequest.FromString(encode_request(20480, 12))
     assert (request.bytes_needed, request.sequence_id) == (20480, 12)
-    reply = EntropyResponse(data=b"abc", sequence_id=12, device_id="dev")
-    assert decode_sequenced_reply(reply.SerializeToString()) == (b"abc", 12)
+    reply = EntropyResponse(
+        data=b"abc", sequence_id=12, generation_timestamp_ns=1_700_000_000_000_000_000,
+        device_id="dev",
+    )  # fmt: skip
+    assert decode_reply(reply.SerializeToString()) == (
+        b"abc",
+        Said(sequence_id=12, timestamp=1_700_000_000_000_000_000, device_id="dev"),
+    )
 
 
-def test_foreign_field_2_is_read_as_it_comes(qrng_pb2: ModuleType) -> None:
-    # qrng puts a timestamp in field 2; a string there would not be an integer at all.
-    stamped = qrng_pb2.RandomResponse(data=b"abc", timestamp=1_700_000_000_000)
-    assert decode_sequenced_reply(stamped.SerializeToString()) == (b"abc", 1_700_000_000_000)
-    assert decode_sequenced_reply(field1_reply(b"abc", b"\x12\x02id")) == (b"abc", 0)
+FIREFLY = ReplyFields(sequence_id=0, timestamp=2, device_id=3)
+
+
+def test_foreign_fields_are_read_by_the_numbers_configured(qrng_pb2: ModuleType) -> None:
+    stamped = qrng_pb2.RandomResponse(data=b"abc", timestamp=1_700_000_000_000, device_id="ff-1")
+    raw = stamped.SerializeToString()
+    assert decode_reply(raw, FIREFLY) == (b"abc", Said(None, 1_700_000_000_000, "ff-1"))
+    # Read by the reference numbers, qrng's fields mean other things: why the firefly-1
+    # profile names its server's numbers.
+    assert decode_reply(raw) == (b"abc", Said(1_700_000_000_000, "ff-1", None))
+    # A string in field 2 is no echo at all.
+    assert decode_reply(field1_reply(b"abc", b"\x12\x02id")) == (b"abc", Said())
+
+
+def test_a_server_that_says_nothing_leaves_every_word_none(qrng_pb2: ModuleType) -> None:
+    bare = qrng_pb2.RandomResponse(data=b"abc").SerializeToString()
+    assert decode_reply(bare, FIREFLY) == (b"abc", Said())
+
+
+def test_every_wire_type_gives_a_value_a_record_can_hold() -> None:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    stamp = Timestamp(seconds=3, nanos=5).SerializeToString()
+    raw = (
+        field1_reply(b"x")
+        + b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"  # field 3 varint: int64 -1
+        + b"\x22" + bytes([len(stamp)]) + stamp  # field 4: a google.protobuf.Timestamp
+        + b"\x29" + (7).to_bytes(8, "little")  # field 5 fixed64
+        + b"\x32\x02\xff\x00"  # field 6: bytes that are neither text nor a message
+    )  # fmt: skip
+    fields = {
+        3: -1,
+        4: 3_000_000_005,
+        5: 7,
+        6: "ff00",
+    }
+    for number, value in fields.items():
+        assert decode_reply(raw, ReplyFields(0, number, 0))[1].timestamp == value
 
 
 @pytest.mark.parametrize("count", COUNTS)
@@ -58,12 +97,12 @@ def test_reply_decodes_qr_entropy_and_skips_its_other_fields(data: bytes) -> Non
     reply = EntropyResponse(
         data=data, sequence_id=7, generation_timestamp_ns=1_700_000_000, device_id="dev"
     )
-    assert decode_reply(reply.SerializeToString()) == data
+    assert decode_reply(reply.SerializeToString())[0] == data
 
 
 def test_reply_decodes_qrng(qrng_pb2: ModuleType) -> None:
     reply = qrng_pb2.RandomResponse(data=b"quantum", timestamp=5, device_id="firefly-1")
-    assert decode_reply(reply.SerializeToString()) == b"quantum"
+    assert decode_reply(reply.SerializeToString())[0] == b"quantum"
 
 
 def test_hand_encoded_reply_matches_protobuf() -> None:
@@ -80,7 +119,7 @@ def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
         + b"\x00" * 4  # field 5 fixed32
         + b"\xa8\x06\x01"  # field 101 varint
     )
-    assert decode_reply(unknown + field1_reply(b"bytes") + unknown) == b"bytes"
+    assert decode_reply(unknown + field1_reply(b"bytes") + unknown)[0] == b"bytes"
 
 
 @pytest.mark.parametrize(

@@ -108,4 +108,11 @@ def test_only_the_last_stage_draws_and_records(
     assert len(written) == STEPS * ROWS
     assert archive.stat().st_size == sum(int(record["sample_count"]) for record in written)
     files = {path.name for path in tmp_path.iterdir()} - {"rendezvous"}
-    assert files == {"bytes.bin", "records.jsonl"}
+    # One writer, one chain: the last stage's manifest and heads beside its records.
+    assert files == {
+        "bytes.bin",
+        "records.jsonl",
+        "records.jsonl.manifest",
+        "records.jsonl.heads",
+    }
+    assert len((tmp_path / "records.jsonl.manifest").read_text().splitlines()) == 1

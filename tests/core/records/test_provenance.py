@@ -16,6 +16,7 @@ from qr_sampler.entropy.base import EntropySource
 from qr_sampler.entropy.replay import ReplayEntropySource, ReplaySettings
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
 from qr_sampler.records.provenance import Origin, RequestIds, sha256_hex
+from qr_sampler.records.sink import RecordSink, StepRecords
 from qr_sampler.records.token_record import ended_record
 from qr_sampler.records.verify import verify
 from qr_sampler.sampling.sampler import QRSampler
@@ -224,7 +225,7 @@ def test_verify_against_a_short_archive_summarizes_after_the_first_mismatches(
     assert main(["verify", str(log), "--bytes", str(short), "--show", "3"]) == 1
     out = capsys.readouterr().out.splitlines()
     later = STEPS * 3 - 1
-    assert len(out) == 3 + 3
+    assert len(out) == 3 + 4
     assert out[0].startswith("line 2: bytes_offset: expected bytes ")
     assert out[0].endswith(
         f"in the archive, found an archive of {short.stat().st_size} bytes (cut short, or "
@@ -233,6 +234,7 @@ def test_verify_against_a_short_archive_summarizes_after_the_first_mismatches(
     assert out[3] == f"... and {later - 3} more (--show 0 prints them all)"
     assert out[4] == f"mismatches by field: bytes_offset {later}"
     assert out[5].startswith(f"checked {STEPS * 3} record(s) against {short}: {later} mismatch")
+    assert out[6] == f"chain: {STEPS * 3} record(s) linked in 1 run(s), {STEPS} head(s)"
     # The default shows 20; --show 0 shows every one.
     assert main(["verify", str(log), "--bytes", str(short), "--show", "0"]) == 1
     assert capsys.readouterr().out.count("bytes_offset: expected") == later
@@ -344,8 +346,11 @@ def test_verify_counts_tokens_strict_mode_ended_without_checking_them(honest, ca
     ended = ended_record(
         STEPS + 1, 0, 2, options, EntropyUnavailableError("source down"), "r-1", STEPS, "system"
     )
-    with log.open("a", encoding="utf-8") as records:
-        records.write(ended.to_json() + "\n")
+    # Written as the engine writes it: a run of its own, chained on to the first.
+    sink = RecordSink(str(log))
+    sink.begin_run({"kind": "test run"})
+    sink.write_step(StepRecords.ready([ended], [options]))
+    sink.close()
     report = verify(str(log), str(archive))
     assert (report.checked, report.ended, report.mismatches) == (STEPS * 3, 1, [])
     assert main(["verify", str(log), "--bytes", str(archive)]) == 0

@@ -4,7 +4,7 @@ The names here are the surface a plugin author needs; importing this package
 never imports torch or vLLM.
 """
 
-from qr_sampler.entropy.base import EntropySource
+from qr_sampler.entropy.base import DeviceWord, EntropySource
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.errors import (
@@ -19,6 +19,7 @@ from qr_sampler.settings.config import QRSamplerConfig, SamplingOptions
 
 __all__ = [
     "ConfigValidationError",
+    "DeviceWord",
     "EntropyDraw",
     "EntropySource",
     "EntropyUnavailableError",

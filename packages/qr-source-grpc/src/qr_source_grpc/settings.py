@@ -18,6 +18,8 @@ Mode = Literal["unary", "server_streaming", "bidi_streaming"]
 # other fields (timestamps, device ids) from pushing a full chunk over that limit.
 GRPC_DEFAULT_MESSAGE_LIMIT = 4 * 1024 * 1024
 MAX_CHUNK_BYTES = GRPC_DEFAULT_MESSAGE_LIMIT - 64 * 1024
+#: Protobuf's largest field number.
+MAX_FIELD_NUMBER = (1 << 29) - 1
 
 _METHOD_PATH = re.compile(r"/[A-Za-z_][\w.]*/[A-Za-z_]\w*")
 # gRPC metadata keys are lowercase; "-bin" keys carry binary values and "grpc-" is reserved.
@@ -67,6 +69,20 @@ class GrpcSourceSettings(QRSettings):
         default=True,
         description="Send calls only to servers whose gRPC health service says SERVING",
     )
+    # Which response fields say what about the bytes, by number, as method paths name
+    # the methods (0: the protocol has no such field). Defaults: qr_entropy's response.
+    sequence_id_field: int = Field(
+        default=2,
+        ge=0,
+        le=MAX_FIELD_NUMBER,
+        description="Response field echoing the request number",
+    )
+    timestamp_field: int = Field(
+        default=3, ge=0, le=MAX_FIELD_NUMBER, description="Response field with the bytes' timestamp"
+    )
+    device_id_field: int = Field(
+        default=4, ge=0, le=MAX_FIELD_NUMBER, description="Response field naming the device"
+    )
     max_bytes_per_request: int = Field(
         default=1 << 20, ge=1, le=MAX_CHUNK_BYTES, description="Larger draws are split into chunks"
     )
@@ -97,6 +113,13 @@ class GrpcSourceSettings(QRSettings):
                 "must be a lowercase gRPC metadata key (a-z, 0-9, '-', '_', '.'), "
                 "not starting with 'grpc-' nor ending with '-bin'"
             )
+        return value
+
+    @field_validator("sequence_id_field", "timestamp_field", "device_id_field")
+    @classmethod
+    def _not_the_bytes(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("field 1 carries the random bytes; name another field, or 0 for none")
         return value
 
     @model_validator(mode="after")

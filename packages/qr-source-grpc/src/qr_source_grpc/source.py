@@ -12,7 +12,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 import grpc
-from qr_sampler import EntropySource, EntropyUnavailableError, mask_secret
+from qr_sampler import DeviceWord, EntropySource, EntropyUnavailableError, mask_secret
 from qr_sampler.entropy.base import check_byte_count
 
 from qr_source_grpc.breaker import OPEN, CircuitBreaker
@@ -34,6 +34,7 @@ from qr_source_grpc.transports import (
     Transport,
     UnaryTransport,
 )
+from qr_source_grpc.wire import ReplyFields, Said
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ POOL_WAIT_SLACK_S = 0.1
 STREAM_RETRY_AFTER_S = 5.0
 
 # mode -> (transport, the settings field that names its method)
-_MODES: dict[str, tuple[Callable[[grpc.Channel, str, str, Metadata], Transport], str]] = {
+_MODES: dict[
+    str, tuple[Callable[[grpc.Channel, str, str, Metadata, ReplyFields], Transport], str]
+] = {
     "unary": (UnaryTransport, "method_path"),
     "server_streaming": (ServerStreamingTransport, "stream_method_path"),
     "bidi_streaming": (BidiStreamingTransport, "stream_method_path"),
@@ -82,11 +85,12 @@ class GrpcEntropySource(EntropySource):
         setting = f"{GrpcSourceSettings.env_prefix_value()}{method_field}".upper()
         metadata = ((cfg.api_key_header, cfg.api_key),) if cfg.api_key else ()
         self._channel = open_channel(cfg)
-        self._transport = transport_class(self._channel, method, setting, metadata)
+        fields = ReplyFields(cfg.sequence_id_field, cfg.timestamp_field, cfg.device_id_field)
+        self._transport = transport_class(self._channel, method, setting, metadata, fields)
         # A server at its stream limit still answers unary calls: a refused stream is
         # no outage, so its draw goes by the unary method instead of to the fallback.
         self._unary = (
-            UnaryTransport(self._channel, cfg.method_path, "QR_GRPC_METHOD_PATH", metadata)
+            UnaryTransport(self._channel, cfg.method_path, "QR_GRPC_METHOD_PATH", metadata, fields)
             if cfg.mode != "unary"
             else None
         )
@@ -109,6 +113,7 @@ class GrpcEntropySource(EntropySource):
     def get_random_bytes(self, n: int) -> bytes:
         check_byte_count(n)
         self._served.by = None
+        self._served.said = None
         if n == 0:
             return b""
         cfg = self._settings
@@ -119,9 +124,12 @@ class GrpcEntropySource(EntropySource):
         give_up_at = time.monotonic() + budget_s
 
         servers: set[str] = set()
+        said: list[Said] = []
 
-        def fetch_chunk(size: int) -> bytes:
-            return self._fetch_exactly(size, give_up_at, n, servers)
+        def fetch_chunk(size: int) -> tuple[bytes, list[Said]]:
+            # Each chunk keeps its own word, so the draw's stays in chunk order.
+            chunk_said: list[Said] = []
+            return self._fetch_exactly(size, give_up_at, n, servers, chunk_said), chunk_said
 
         pool = self._pool
         if pool is not None and len(sizes) > 1:
@@ -129,7 +137,7 @@ class GrpcEntropySource(EntropySource):
             # too, with a little slack so that a chunk's own error (more telling) wins.
             wait_s = give_up_at - time.monotonic() + POOL_WAIT_SLACK_S
             try:
-                data = b"".join(pool.map(fetch_chunk, sizes, timeout=wait_s))
+                chunks = list(pool.map(fetch_chunk, sizes, timeout=wait_s))
             except FuturesTimeout:
                 raise self._unavailable(
                     f"a draw of {n} bytes ran out of time waiting for its chunks"
@@ -138,13 +146,16 @@ class GrpcEntropySource(EntropySource):
                 raise self._unavailable(str(exc)) from None
         else:
             # One exchange (on a stream, every piece requested up front), then top-ups.
-            pieces = self._fetch(sizes, give_up_at, n, servers)
-            data = b"".join(
-                piece + self._fetch_exactly(size - len(piece), give_up_at, n, servers)
+            pieces = self._fetch(sizes, give_up_at, n, servers, said)
+            chunks = [
+                (piece + self._fetch_exactly(size - len(piece), give_up_at, n, servers, said), [])
                 for piece, size in zip(pieces, sizes, strict=True)
-            )
+            ]
+        data = b"".join(chunk for chunk, _ in chunks)
+        said += [word for _, chunk_said in chunks for word in chunk_said]
         # A server that does not name itself is known only as the configured address.
         self._served.by = ",".join(sorted({name or cfg.server_address for name in servers}))
+        self._served.said = _device_word(said)
         return data
 
     def served_by(self) -> str | None:
@@ -154,6 +165,12 @@ class GrpcEntropySource(EntropySource):
         served: str | None = getattr(self._served, "by", None)
         return served
 
+    def device_said(self) -> DeviceWord | None:
+        """What the server said about this thread's last draw, by the configured fields
+        (``QR_GRPC_*_FIELD``); a field it did not send stays None."""
+        said: DeviceWord | None = getattr(self._served, "said", None)
+        return said
+
     def _chunk_sizes(self, n: int) -> list[int]:
         # Pieces in flight together let the server produce one while another crosses
         # the wire; pieces below ~256 KiB cost more in calls than they save.
@@ -162,20 +179,28 @@ class GrpcEntropySource(EntropySource):
         )
         return [size] * (n // size) + ([n % size] if n % size else [])
 
-    def _fetch_exactly(self, size: int, give_up_at: float, n: int, servers: set[str]) -> bytes:
+    def _fetch_exactly(
+        self, size: int, give_up_at: float, n: int, servers: set[str], said: list[Said]
+    ) -> bytes:
         pieces = []
         remaining = size
         while remaining:
-            piece = self._fetch([remaining], give_up_at, n, servers)[0]
+            piece = self._fetch([remaining], give_up_at, n, servers, said)[0]
             pieces.append(piece)
             remaining -= len(piece)
         return b"".join(pieces)
 
     def _fetch(
-        self, counts: list[int], give_up_at: float, n: int, servers: set[str]
+        self,
+        counts: list[int],
+        give_up_at: float,
+        n: int,
+        servers: set[str],
+        said: list[Said],
     ) -> list[bytes]:
         """Between 1 and ``count`` bytes for each count, from one successful exchange,
-        retrying transport failures; adds the servers that answered to ``servers``.
+        retrying transport failures; adds the servers that answered to ``servers`` and
+        what the replies said to ``said``.
 
         A reply later than the adaptive deadline is asked for again at once with the full
         QR_GRPC_TIMEOUT_MS; that costs no retry and no breaker failure (the server is
@@ -220,6 +245,7 @@ class GrpcEntropySource(EntropySource):
                 relearn=attempt.probe or full_timeout,
             )
             servers.update(exchange.servers)
+            said.extend(exchange.said)
             return data
 
     def _exchange(self, counts: list[int], timeout_s: float, give_up_at: float) -> Exchange:
@@ -269,6 +295,11 @@ class GrpcEntropySource(EntropySource):
             "authenticated": bool(cfg.api_key),
             "timeout_ms": cfg.timeout_ms,
             "max_bytes_per_request": cfg.max_bytes_per_request,
+            "reply_fields": {
+                "sequence_id": cfg.sequence_id_field,
+                "timestamp": cfg.timestamp_field,
+                "device_id": cfg.device_id_field,
+            },
             **breaker,
         }
 
@@ -284,3 +315,15 @@ class GrpcEntropySource(EntropySource):
             f"GrpcEntropySource(address={cfg.server_address!r}, mode={cfg.mode!r}, "
             f"authenticated={bool(cfg.api_key)})"
         )
+
+
+def _device_word(said: list[Said]) -> DeviceWord:
+    """One draw's word from its replies' (in the order of the bytes they made)."""
+    devices = dict.fromkeys(word.device_id for word in said if word.device_id is not None)
+    stamps = [word.timestamp for word in said if word.timestamp is not None]
+    numbers = [word.sequence_id for word in said if word.sequence_id is not None]
+    return DeviceWord(
+        ",".join(devices) if devices else None,
+        stamps[0] if stamps else None,
+        numbers[0] if numbers else None,
+    )

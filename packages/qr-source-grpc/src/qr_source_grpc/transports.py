@@ -29,7 +29,7 @@ from qr_source_grpc.failures import (
     TransportError,
     from_rpc_error,
 )
-from qr_source_grpc.wire import decode_reply, decode_sequenced_reply, encode_request
+from qr_source_grpc.wire import REFERENCE_FIELDS, ReplyFields, Said, decode_reply, encode_request
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -49,39 +49,45 @@ def server_name(call: grpc.Call) -> str:
 class Exchange(NamedTuple):
     """The pieces one exchange got, how long the server took (waits for a busy stream
     excluded), which is what the adaptive deadline learns from, and the names of the
-    servers that answered ("" for one that does not name itself), for the records."""
+    servers that answered ("" for one that does not name itself) and what each piece's
+    reply said about its bytes, for the records."""
 
     pieces: list[bytes]
     latency_s: float
     servers: frozenset[str]
+    said: tuple[Said, ...] = ()
 
 
 class Transport(ABC):
     """Calls ``method`` (configured by the env variable ``setting``) on a channel."""
 
-    def __init__(self, method: str, setting: str, metadata: Metadata) -> None:
+    def __init__(
+        self, method: str, setting: str, metadata: Metadata, fields: ReplyFields = REFERENCE_FIELDS
+    ) -> None:
         self.method = method
         self.setting = setting
         self._metadata = metadata
+        self._fields = fields
 
     def fetch(self, counts: Sequence[int], timeout_s: float, give_up_at: float) -> Exchange:
         """One reply per count, each cut to its count, within ``timeout_s`` for the whole
         exchange and never past ``give_up_at`` (the draw's deadline, monotonic seconds)."""
         try:
-            pieces, started, servers = self._exchange(counts, timeout_s, give_up_at)
+            pieces, started, servers, said = self._exchange(counts, timeout_s, give_up_at)
         except grpc.RpcError as exc:
             raise from_rpc_error(
                 exc, method=self.method, setting=self.setting, count=max(counts)
             ) from None
         cut = [reply[:count] for reply, count in zip(pieces, counts, strict=True)]
-        return Exchange(cut, time.monotonic() - started, servers)
+        return Exchange(cut, time.monotonic() - started, servers, said)
 
     @abstractmethod
     def _exchange(
         self, counts: Sequence[int], timeout_s: float, give_up_at: float
-    ) -> tuple[list[bytes], float, frozenset[str]]:
+    ) -> tuple[list[bytes], float, frozenset[str], tuple[Said, ...]]:
         """For each count at least one byte (a server may send more than asked), the
-        monotonic time the exchange started and the servers that answered; or raise."""
+        monotonic time the exchange started, the servers that answered and what each
+        reply said; or raise."""
 
     def close(self) -> None:  # noqa: B027 - only a transport that keeps a stream has state
         """Release what the transport holds beyond the channel; never waits for a reply."""
@@ -100,27 +106,38 @@ class _CallPerPiece(Transport):
 
     def _exchange(
         self, counts: Sequence[int], timeout_s: float, give_up_at: float
-    ) -> tuple[list[bytes], float, frozenset[str]]:
+    ) -> tuple[list[bytes], float, frozenset[str], tuple[Said, ...]]:
         started = time.monotonic()
         deadline = min(started + timeout_s, give_up_at)
         replies = [self._call_once(count, deadline) for count in counts]
-        return [data for data, _ in replies], started, frozenset(peer for _, peer in replies)
+        return (
+            [data for data, _, _ in replies],
+            started,
+            frozenset(peer for _, peer, _ in replies),
+            tuple(said for _, _, said in replies),
+        )
 
     @abstractmethod
-    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str]:
-        """At least one byte by ``deadline``, and the server that sent them; or raise."""
+    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str, Said]:
+        """At least one byte by ``deadline``, the server that sent them and what it said
+        about them; or raise."""
 
 
 class UnaryTransport(_CallPerPiece):
     """One unary call per exchange."""
 
     def __init__(
-        self, channel: grpc.Channel, method: str, setting: str, metadata: Metadata
+        self,
+        channel: grpc.Channel,
+        method: str,
+        setting: str,
+        metadata: Metadata,
+        fields: ReplyFields = REFERENCE_FIELDS,
     ) -> None:
-        super().__init__(method, setting, metadata)
+        super().__init__(method, setting, metadata, fields)
         self._call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
 
-    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str]:
+    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str, Said]:
         left = _remaining(deadline)
         future = self._call.future(encode_request(count), timeout=left, metadata=self._metadata)
         try:
@@ -132,7 +149,8 @@ class UnaryTransport(_CallPerPiece):
             ) from None
         except grpc.FutureCancelledError:  # the channel was closed under the call
             raise TransportError(f"the call to {self.method} was cancelled") from None
-        return decode_reply(raw), server_name(future)
+        data, said = decode_reply(raw, self._fields)
+        return data, server_name(future), said
 
 
 _END = object()  # the server ended the call normally
@@ -191,28 +209,37 @@ class ServerStreamingTransport(_CallPerPiece):
     """
 
     def __init__(
-        self, channel: grpc.Channel, method: str, setting: str, metadata: Metadata
+        self,
+        channel: grpc.Channel,
+        method: str,
+        setting: str,
+        metadata: Metadata,
+        fields: ReplyFields = REFERENCE_FIELDS,
     ) -> None:
-        super().__init__(method, setting, metadata)
+        super().__init__(method, setting, metadata, fields)
         self._call: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method)
 
-    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str]:
+    def _call_once(self, count: int, deadline: float) -> tuple[bytes, str, Said]:
         call = self._call(
             encode_request(count), timeout=_remaining(deadline), metadata=self._metadata
         )
         reader = _ReplyReader(call, call)
         received = bytearray()
+        said: Said | None = None
         try:
             while len(received) < count:
                 raw = reader.next(deadline)
                 if raw is None:
                     break
-                received += decode_reply(raw)
+                data, reply_said = decode_reply(raw, self._fields)
+                received += data
+                # The first reply speaks for the piece: it made the piece's first bytes.
+                said = said or reply_said
         finally:
             reader.close()  # a server that streams without end must stop sending
         if not received:
             raise MalformedReplyError(f"the stream {self.method} ended without a reply")
-        return bytes(received), server_name(call)
+        return bytes(received), server_name(call), said or Said()
 
 
 class _Stream:
@@ -222,13 +249,18 @@ class _Stream:
     Requests are numbered from 1 in field 2. A server that echoes the number (as
     ``qr_entropy``'s ``sequence_id`` does) has each reply matched to its request, so a
     surplus reply is skipped instead of being taken for the answer to a later request. The
-    first reply tells whether the server echoes; a foreign protocol that uses field 2 for
-    something else (a timestamp, say) is read in order.
+    echo is read from the reply's sequence field (``QR_GRPC_SEQUENCE_ID_FIELD``). The
+    first reply tells whether the server echoes; a foreign protocol that uses that field
+    for something else (a timestamp, say) is read in order.
     """
 
     def __init__(
-        self, call: grpc.StreamStreamMultiCallable[bytes, bytes], metadata: Metadata
+        self,
+        call: grpc.StreamStreamMultiCallable[bytes, bytes],
+        metadata: Metadata,
+        fields: ReplyFields,
     ) -> None:
+        self._fields = fields
         self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         rendezvous = call(iter(self._requests.get, None), metadata=metadata)
         self._reader = _ReplyReader(rendezvous, rendezvous)
@@ -236,23 +268,24 @@ class _Stream:
         self._last_id = 0
         self._echoes: bool | None = None
 
-    def exchange(self, counts: Sequence[int], deadline: float) -> list[bytes]:
+    def exchange(self, counts: Sequence[int], deadline: float) -> list[tuple[bytes, Said]]:
         first = self._last_id + 1
         for count in counts:
             self._last_id += 1
             self._requests.put(encode_request(count, self._last_id))
         return [self._reply_to(first + i, deadline) for i in range(len(counts))]
 
-    def _reply_to(self, sequence_id: int, deadline: float) -> bytes:
+    def _reply_to(self, sequence_id: int, deadline: float) -> tuple[bytes, Said]:
         while True:
             raw = self._reader.next(deadline)
             if raw is None:
                 raise TransportError("the server closed the stream")
-            data, echoed = decode_sequenced_reply(raw)
+            data, said = decode_reply(raw, self._fields)
+            echoed = said.sequence_id or 0
             if self._echoes is None:
                 self._echoes = echoed == sequence_id
             if not self._echoes or echoed == sequence_id:
-                return data
+                return data, said
             if not 0 < echoed < sequence_id:
                 raise TransportError(
                     f"a reply on the stream carries sequence_id {echoed}, which was never "
@@ -285,9 +318,14 @@ class BidiStreamingTransport(Transport):
     """
 
     def __init__(
-        self, channel: grpc.Channel, method: str, setting: str, metadata: Metadata
+        self,
+        channel: grpc.Channel,
+        method: str,
+        setting: str,
+        metadata: Metadata,
+        fields: ReplyFields = REFERENCE_FIELDS,
     ) -> None:
-        super().__init__(method, setting, metadata)
+        super().__init__(method, setting, metadata, fields)
         self._call: grpc.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(method)
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
@@ -295,7 +333,7 @@ class BidiStreamingTransport(Transport):
 
     def _exchange(
         self, counts: Sequence[int], timeout_s: float, give_up_at: float
-    ) -> tuple[list[bytes], float, frozenset[str]]:
+    ) -> tuple[list[bytes], float, frozenset[str], tuple[Said, ...]]:
         if not self._lock.acquire(timeout=max(0.0, give_up_at - time.monotonic())):
             raise OutOfTimeError(
                 "the stream stayed busy with other draws until this draw's deadline"
@@ -304,12 +342,17 @@ class BidiStreamingTransport(Transport):
             started = time.monotonic()
             stream = self._open_stream()
             try:
-                pieces = stream.exchange(counts, min(started + timeout_s, give_up_at))
+                replies = stream.exchange(counts, min(started + timeout_s, give_up_at))
             except BaseException:
                 # A late reply to this request would pair with the next one: start afresh.
                 self._discard(stream)
                 raise
-            return pieces, started, frozenset({stream.server})
+            return (
+                [data for data, _ in replies],
+                started,
+                frozenset({stream.server}),
+                tuple(said for _, said in replies),
+            )
         finally:
             self._lock.release()
 
@@ -321,7 +364,7 @@ class BidiStreamingTransport(Transport):
             self._discard(stream)
             stream = None
         if stream is None:
-            stream = self._stream = _Stream(self._call, self._metadata)
+            stream = self._stream = _Stream(self._call, self._metadata, self._fields)
         return stream
 
     def _discard(self, stream: _Stream) -> None:

@@ -7,16 +7,20 @@ command line that made it, which records were analysed, with which settings, and
 from __future__ import annotations
 
 import datetime
+import json
+import os
 import platform
 from collections import Counter
 from typing import Any
 
 from qr_sampler.analysis.collect import RUN_FIELDS, Collection
 from qr_sampler.plugins.registry import CORE_DISTRIBUTION, installed_version
+from qr_sampler.records.chain import MANIFEST_SUFFIX
+from qr_sampler.records.chain_check import check_chain
 
 #: What stands for a fact the records do not hold.
 NOT_RECORDED = "not in these records"
-#: Until records carry a hash chain there is nothing to check them against.
+#: Records written before chaining have nothing to be checked against.
 NO_CHAIN = "not checked: these records carry no hash chain or run manifest"
 
 
@@ -27,6 +31,7 @@ def provenance(collection: Collection) -> dict[str, Any]:
     for facts in collection.files:
         config_hashes.update(facts.config_hashes)
         run.update(facts.run)
+        run.update({k: v for k, v in _manifest_run(facts.path).items() if v is not None})
     return {
         "analyzed_at": datetime.datetime.now(datetime.timezone.utc)
         .replace(microsecond=0)
@@ -39,7 +44,7 @@ def provenance(collection: Collection) -> dict[str, Any]:
         },
         "run": run,
         "config_hashes": dict(config_hashes.most_common()),
-        "integrity": NO_CHAIN,
+        "integrity": _integrity([facts.path for facts in collection.files]),
         "files": [
             {
                 "path": facts.path,
@@ -54,3 +59,37 @@ def provenance(collection: Collection) -> dict[str, Any]:
             for facts in collection.files
         ],
     }
+
+
+def _manifest_run(path: str) -> dict[str, Any]:
+    """What the last run manifest beside a records file says of the run."""
+    try:
+        with open(path + MANIFEST_SUFFIX, encoding="utf-8") as handle:
+            lines = [line for line in handle if line.strip()]
+        manifest = json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(manifest, dict):
+        return {}
+    engine = manifest.get("engine") or {}
+    return {
+        "model": engine.get("model"),
+        "vllm_version": engine.get("vllm"),
+        "qr_sampler_version": (manifest.get("packages") or {}).get(CORE_DISTRIBUTION),
+        "started_at": manifest.get("started"),
+        "host": manifest.get("host"),
+    }
+
+
+def _integrity(paths: list[str]) -> str:
+    """The hash chains of the files, as ``qr-sampler verify`` checks them (no key: a
+    signed run's signatures are left to ``verify --public-key``)."""
+    if not any(os.path.exists(path + MANIFEST_SUFFIX) for path in paths):
+        return NO_CHAIN
+    linked = 0
+    for path in paths:
+        report = check_chain(path)
+        if report.problems:
+            return f"broken: {path}: {report.problems[0]} (run qr-sampler verify)"
+        linked += report.linked
+    return f"hash chain holds: {linked} record(s) linked (signatures: qr-sampler verify)"

@@ -7,7 +7,8 @@ from collections import Counter
 from typing import Any
 
 from qr_sampler.errors import QRSamplerError
-from qr_sampler.records.run_files import verify_run
+from qr_sampler.records.run_files import RunReport, verify_run
+from qr_sampler.records.signing import load_public_key
 from qr_sampler.records.verify import RELATIVE_TOLERANCE
 
 #: One wrong archive makes every record a mismatch: the first few say what is wrong.
@@ -25,7 +26,10 @@ def add_parser(commands: Any) -> None:
         "a count of them by field, and the number checked; exits 1 if there is any. A run "
         "of several engine processes (vLLM data parallelism) wrote one records file and one "
         "archive per engine: give them all, archives in the same order as the records files; "
-        "a request id found in two files is a mismatch too.",
+        "a request id found in two files is a mismatch too. Each file's hash chain is "
+        "checked against the RECORDS.manifest and RECORDS.heads files beside it, naming the "
+        "first broken link; with --public-key, every manifest and chain head must carry a "
+        "valid signature by that key.",
     )
     parser.add_argument(
         "records",
@@ -40,6 +44,12 @@ def add_parser(commands: Any) -> None:
         help="the archives written by QR_BYTES_PATH, one per records file",
     )
     parser.add_argument(
+        "--public-key",
+        metavar="FILE",
+        help="the run's public key (PEM, from qr-sampler keys new): refuse a manifest or "
+        "chain head it did not sign",
+    )
+    parser.add_argument(
         "--show",
         type=int,
         default=SHOWN,
@@ -50,8 +60,9 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    key = load_public_key(args.public_key) if args.public_key else None
     try:
-        run_report = verify_run(args.records, args.bytes)
+        run_report = verify_run(args.records, args.bytes, public_key=key)
     except OSError as exc:
         raise QRSamplerError(f"cannot read {exc.filename}: {exc.strerror}") from None
     except ValueError as exc:
@@ -66,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         f"request id {request_id!r} is in {' and '.join(paths)}: files of different runs?"
         for request_id, paths in sorted(run_report.shared_ids.items())
     ]
+    mismatches += [
+        f"{path}: {problem}" if several else str(problem)
+        for path, report in run_report.chains
+        for problem in report.problems
+    ]
     shown = mismatches if args.show <= 0 else mismatches[: args.show]
     for line in shown:
         print(line)
@@ -76,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if run_report.shared_ids:
         by_field["request_id"] = len(run_report.shared_ids)
+    chain_problems = sum(len(report.problems) for _, report in run_report.chains)
+    if chain_problems:
+        by_field["chain"] = chain_problems
     if len(mismatches) > 1:
         counts = by_field.most_common()
         print("mismatches by field: " + ", ".join(f"{name} {n}" for name, n in counts))
@@ -92,4 +111,23 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {ended} ended a request in strict mode (no bytes)" if ended else "")
         + (f"; {greedy} greedy (the argmax, no bytes)" if greedy else "")
     )
+    print(_chain_summary(run_report))
     return 1 if mismatches else 0
+
+
+def _chain_summary(run_report: RunReport) -> str:
+    reports = [report for _, report in run_report.chains]
+    linked = sum(report.linked for report in reports)
+    unchained = sum(report.unchained for report in reports)
+    signatures = sum(report.signatures for report in reports)
+    text = (
+        f"chain: {linked} record(s) linked in {sum(r.runs for r in reports)} run(s), "
+        f"{sum(r.heads for r in reports)} head(s)"
+    )
+    if signatures:
+        text += f", {signatures} signature(s) checked"
+    if any(report.signed_unchecked for report in reports):
+        text += "; the run is signed: give --public-key to check its signatures"
+    if unchained:
+        text += f"; {unchained} record(s) written before records were chained"
+    return text

@@ -27,9 +27,11 @@ import numpy as np
 
 from qr_sampler.engine.data_parallel import data_parallel_rank
 from qr_sampler.engine.emission import EmissionGate
+from qr_sampler.engine.model_identity import engine_facts
 from qr_sampler.engine.pipeline_parallel import vllm_pipeline_stage
+from qr_sampler.engine.preemption import Readmissions
 from qr_sampler.engine.request_params import check_supported, standard_options
-from qr_sampler.engine.runner_v2 import v2_rows
+from qr_sampler.engine.runner_v2 import refilled, v2_rows
 from qr_sampler.engine.tensor_parallel import vllm_tensor_parallel_group
 from qr_sampler.errors import ConfigValidationError
 from qr_sampler.experiments.arms import ArmPolicy
@@ -134,6 +136,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             shared_u=vllm_tensor_parallel_group() if samples else None,
             dp_rank=dp_rank,
             samples=samples,
+            # Called only when a manifest is written: hashing large weights takes a while.
+            engine=functools.partial(engine_facts, vllm_config, self.runner),
         )
         # Model Runner V2 applies penalties (and logit bias) before custom logits
         # processors, the V1 runner after them.
@@ -141,6 +145,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         for variable in unknown_in_effect(self.sampler.registry, env_file_path()):
             logger.warning("qr-sampler ignores %s", variable.message())
         config = self.sampler.config
+        #: Preempted requests come back as they were (id, arm, options, positions).
+        self.readmissions = Readmissions()
         #: V1: holds each step's records until vLLM shows which sampled tokens it kept.
         self.gate = EmissionGate(self.sampler.emit, self.sampler.output_of)
         if self.runner == "v1":
@@ -235,12 +241,15 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
         table = self.sampler.table
         # vLLM's contract: removed, then added, then moved.
         for index in batch_update.removed:
+            self.readmissions.left(table, index)
             table.clear(index)
         for index, params, prompt_ids, output_ids in batch_update.added:
             # vLLM extends output_ids after every step: its length is the position, and
             # the emission gate reads it to see which sampled tokens vLLM kept. The
             # penalties read it and the prompt.
-            self._admit(index, params, output_ids, prompt_ids)
+            if not self.readmissions.resume(table, index, params, output_ids):
+                self._admit(index, params, output_ids, prompt_ids)
+                self.readmissions.remember(table, index, params)
         for first, second, direction in batch_update.moved:
             if direction.name == "SWAP":
                 table.swap(first, second)
@@ -250,7 +259,14 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
     # Model Runner V2 -------------------------------------------------------
 
     def add_request(self, req_idx: int, sampling_params: Any) -> bool:
-        return self._admit(req_idx, sampling_params)
+        table = self.sampler.table
+        returning = refilled(self.req_states, req_idx)
+        if self.readmissions.resume(table, req_idx, sampling_params, returning=returning):
+            options = table.options[req_idx]
+            return options is not None and not options.bypass
+        admitted = self._admit(req_idx, sampling_params)
+        self.readmissions.remember(table, req_idx, sampling_params)
+        return admitted
 
     def apply_staged_writes(self) -> None:
         """Nothing to stage: per-request options stay on the host until ``apply``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class EntropySource(ABC):
@@ -28,6 +28,11 @@ class EntropySource(ABC):
         a source that spreads draws over several; None where there is only one."""
         return None
 
+    def device_said(self) -> DeviceWord | None:
+        """What the server or device said about the calling thread's last draw (for the
+        records); None for a source whose protocol carries no such word."""
+        return None
+
     def health_check(self) -> dict[str, Any]:
         """Describe the source's state; JSON-serialisable and free of secrets."""
         return {"source": self.name, "healthy": True}
@@ -40,6 +45,19 @@ class EntropySource(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class DeviceWord(NamedTuple):
+    """What a server says about bytes it delivered; each None where it said nothing."""
+
+    #: The device that made the bytes, as the server names it (several, comma-separated,
+    #: when a draw's pieces came from different devices).
+    device_id: str | None = None
+    #: When the bytes were made, in the server's own terms (the reference server: ns
+    #: since the epoch), for the draw's first piece.
+    timestamp: int | str | None = None
+    #: The request number the server echoed, for the draw's first piece.
+    sequence_id: int | None = None
 
 
 def check_byte_count(n: int) -> None:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from qr_sampler.entropy.base import EntropySource, check_byte_count
+from qr_sampler.entropy.base import DeviceWord, EntropySource, check_byte_count
 from qr_sampler.entropy.health import HealthTests
 from qr_sampler.errors import EntropyUnavailableError, HealthTestError
 
@@ -32,6 +32,8 @@ class EntropyDraw:
     fallback_reason: str | None = None
     #: The primary's ``served_by()`` for this draw.
     server: str | None = None
+    #: The primary's ``device_said()`` for this draw.
+    device: DeviceWord | None = None
 
 
 class FallbackEntropySource(EntropySource):
@@ -74,7 +76,12 @@ class FallbackEntropySource(EntropySource):
             return EntropyDraw(data, self.fallback.name, True, _ms_since(start), exc.reason)
         self._note_recovery()
         return EntropyDraw(
-            data, self.primary.name, False, _ms_since(start), server=self.primary.served_by()
+            data,
+            self.primary.name,
+            False,
+            _ms_since(start),
+            server=self.primary.served_by(),
+            device=self.primary.device_said(),
         )
 
     def get_random_bytes(self, n: int) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qr_sampler.entropy.amplification import Amplified
+from qr_sampler.entropy.base import DeviceWord
 from qr_sampler.experiments.arms import StepDraw
 from qr_sampler.records.host_copy import HostCopy
 from qr_sampler.records.provenance import sha256_hex
@@ -80,6 +81,7 @@ def _build(facts: StepFacts) -> list[TokenRecord | None]:
         drew = count > 0
         arm = draw.arms[int(draw.row_arm[row])]
         row_draw = draw.draws[int(draw.row_arm[row])] if drew else None
+        device = row_draw.device if row_draw is not None and row_draw.device else DeviceWord()
         built.append(
             TokenRecord(
                 step=facts.step,
@@ -120,6 +122,9 @@ def _build(facts: StepFacts) -> list[TokenRecord | None]:
                 cdf_low=None if greedy else float(results["cdf_low"][row]),
                 **policy_fields(option),
                 entropy_server=row_draw.server if row_draw is not None else None,
+                device_id=device.device_id,
+                device_timestamp=device.timestamp,
+                device_sequence_id=device.sequence_id,
                 dp_rank=facts.dp_rank,
             )
         )

@@ -1,8 +1,9 @@
 """One run's records as a set of files: one per engine process (``engine_files``).
 
-Each records file is checked against its own bytes archive, as ``verify`` checks one;
-across the set, no request id may appear in two files (each engine numbers its own
-requests under its rank, so a shared id means files of different runs were mixed).
+Each records file is checked against its own bytes archive, as ``verify`` checks one,
+and its hash chain against its manifests and heads (``chain_check``); across the set,
+no request id may appear in two files (each engine numbers its own requests under its
+rank, so a shared id means files of different runs were mixed).
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from qr_sampler.plugins.registry import Registry
+from qr_sampler.records.chain_check import ChainReport, check_chain
 from qr_sampler.records.verify import VerifyReport, verify
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 
 @dataclass
@@ -21,16 +27,26 @@ class RunReport:
     files: list[tuple[str, VerifyReport]] = field(default_factory=list)
     #: Request ids found in more than one file, with the files.
     shared_ids: dict[str, list[str]] = field(default_factory=dict)
+    #: (records file, its chain's report), in the same order.
+    chains: list[tuple[str, ChainReport]] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
-        return sum(len(report.mismatches) for _, report in self.files) + len(self.shared_ids)
+        return (
+            sum(len(report.mismatches) for _, report in self.files)
+            + len(self.shared_ids)
+            + sum(len(report.problems) for _, report in self.chains)
+        )
 
 
 def verify_run(
-    records: Sequence[str], archives: Sequence[str] | None = None, registry: Registry | None = None
+    records: Sequence[str],
+    archives: Sequence[str] | None = None,
+    registry: Registry | None = None,
+    public_key: Ed25519PublicKey | None = None,
 ) -> RunReport:
-    """Check each of ``records`` against the archive in the same place of ``archives``."""
+    """Check each of ``records`` against the archive in the same place of ``archives``,
+    and its chain; with ``public_key``, every manifest and head must be signed by it."""
     if archives and len(archives) != len(records):
         raise ValueError(
             f"{len(records)} records file(s) but {len(archives)} bytes archive(s): give one "
@@ -40,6 +56,7 @@ def verify_run(
     seen: dict[str, list[str]] = {}
     for index, path in enumerate(records):
         run.files.append((path, verify(path, archives[index] if archives else None, registry)))
+        run.chains.append((path, check_chain(path, public_key)))
         for request_id in _request_ids(path):
             seen.setdefault(request_id, []).append(path)
     run.shared_ids = {key: paths for key, paths in seen.items() if len(paths) > 1}

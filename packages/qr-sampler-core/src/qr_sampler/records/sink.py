@@ -11,8 +11,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
+from qr_sampler.records.chain import ChainWriter
 from qr_sampler.records.record_file import LOG_PATH_VARIABLE, RecordFile
+from qr_sampler.records.signing import Signer
 from qr_sampler.records.token_record import TokenRecord
 from qr_sampler.settings.config import SamplingOptions
 
@@ -71,13 +74,24 @@ class RecordSink:
     start-up (``LogPathError``). A write that fails later (a full disk) never fails
     the step: the step's records are dropped and counted in ``lost_records``, and an
     ERROR is logged at most once per ``error_interval_s``.
+
+    Lines written to the file are hash-chained (``qr_sampler.records.chain``);
+    ``begin_run`` writes the run's manifest, which heads the chain, and a
+    ``signer`` signs the manifest and the chain heads.
     """
 
     def __init__(
-        self, log_path: str, keep_recent: int = 10_000, error_interval_s: float = 60.0
+        self,
+        log_path: str,
+        keep_recent: int = 10_000,
+        error_interval_s: float = 60.0,
+        *,
+        signer: Signer | None = None,
+        head_interval_s: float = 0.0,
     ) -> None:
         self.log_path = log_path
         self._file = RecordFile(log_path) if log_path else None
+        self._chain = ChainWriter(log_path, signer, head_interval_s) if log_path else None
         self._recent: collections.deque[TokenRecord] = collections.deque(maxlen=keep_recent)
         self._lock = threading.Lock()
         self.error_interval_s = error_interval_s
@@ -86,6 +100,11 @@ class RecordSink:
         self._failing = False
         self._last_error_log = -math.inf
         self._in_flight: Future[None] | None = None
+
+    def begin_run(self, manifest: dict[str, Any]) -> None:
+        """Write the run's manifest before the first record (no file: nothing)."""
+        if self._chain is not None:
+            self._chain.begin(manifest)
 
     def write_step(self, step: StepRecords) -> None:
         """Hand a step's records over; returns once the previous step is written."""
@@ -117,16 +136,18 @@ class RecordSink:
         ]
         with self._lock:
             if self._file is not None and chosen:
-                text = "".join(record.to_json() + "\n" for record, _, _ in chosen)
-                self._append(text, len(chosen))
+                self._append([record.to_json() for record, _, _ in chosen])
             for record, full, keep in chosen:
                 if full:
                     logger.info("qr-sampler token %s", record.to_json())
                 if keep:
                     self._recent.append(record)
 
-    def _append(self, text: str, count: int) -> None:
+    def _append(self, records: list[str]) -> None:
         assert self._file is not None
+        assert self._chain is not None
+        count = len(records)
+        text, head = self._chain.link(records)
         try:
             self._file.append(text)
         except OSError as exc:
@@ -147,6 +168,13 @@ class RecordSink:
                 self._last_error_log = now
                 self._lost_unreported = 0
             return
+        # Lost records were never linked: the chain runs on from the last line written.
+        self._chain.appended(head, count)
+        try:
+            self._chain.write_head(due=True)
+        except OSError as exc:
+            # The next head covers these records too; only a missing last head matters.
+            logger.warning("qr-sampler could not write a chain head (%s)", exc.strerror or exc)
         if self._failing:
             self._failing = False
             logger.warning(
@@ -166,6 +194,8 @@ class RecordSink:
     def close(self) -> None:
         self.flush()
         with self._lock:
-            if self._file is not None:
+            if self._file is not None and self._chain is not None:
                 self._file.close()
                 self._file = None
+                self._chain.close()
+                self._chain = None

@@ -73,6 +73,12 @@ class TokenRecord:
     #: (gRPC's peer name, ``ipv4:10.0.0.7:50051``; comma-separated if chunks of one
     #: draw went to several).
     entropy_server: str | None = None
+    #: What the entropy server said about the token's bytes, where its protocol says it
+    #: (``QR_GRPC_*_FIELD``): the device, its timestamp and the echoed request number;
+    #: null where it said nothing.
+    device_id: str | None = None
+    device_timestamp: int | str | None = None
+    device_sequence_id: int | None = None
     #: The data-parallel rank of the engine process that wrote the record (0 without
     #: data parallelism; see ``qr_sampler.records.engine_files``).
     dp_rank: int = 0

@@ -29,7 +29,9 @@ from qr_sampler.records.assembly import (
 from qr_sampler.records.bytes_archive import BytesArchive
 from qr_sampler.records.engine_files import engine_path
 from qr_sampler.records.host_copy import HostCopy
+from qr_sampler.records.manifest import run_manifest
 from qr_sampler.records.provenance import Origin, RequestIds
+from qr_sampler.records.signing import Signer
 from qr_sampler.records.sink import RecordSink
 from qr_sampler.records.summary import SummaryLog
 from qr_sampler.sampling.columns import DeviceColumns
@@ -43,6 +45,7 @@ from qr_sampler.sampling.selection import select_tokens
 from qr_sampler.sampling.shared_u import SharedU
 from qr_sampler.sampling.temperature import RowTemperatures
 from qr_sampler.sampling.unsampled import UnsampledRows
+from qr_sampler.settings.base import env_file_path
 from qr_sampler.settings.config import (
     GREEDY_BELOW,
     QRSamplerConfig,
@@ -83,10 +86,13 @@ class QRSampler:
         *,
         dp_rank: int = 0,
         samples: bool = True,
+        engine: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         """``dp_rank``: the engine process's data-parallel rank (its own files, request
         ids and arm assignments); ``samples`` False: a pipeline stage that never samples,
-        which opens no source and no file."""
+        which opens no source and no file; ``engine``: what the engine adapter tells
+        the run manifest (vLLM's version and runner, the model), asked for only when
+        records are written."""
         self.config = config if config is not None else QRSamplerConfig.load()
         self.registry = registry if registry is not None else get_registry()
         self.defaults = self.config.sampling_options()
@@ -100,7 +106,13 @@ class QRSampler:
         self.dp_rank = dp_rank
         # Opened first, so a records file that cannot be written stops start-up before
         # any connection to an entropy source is made. Only the drawing rank records.
-        self.sink = RecordSink(engine_path(self.config.log_path, dp_rank) if self.draws else "")
+        log_path = engine_path(self.config.log_path, dp_rank) if self.draws else ""
+        signing = self.config.signing_key if log_path else ""
+        self.sink = RecordSink(
+            log_path,
+            signer=Signer.from_file(signing) if signing else None,
+            head_interval_s=self.config.chain_head_interval_s,
+        )
         # A follower never draws, so it never connects to the entropy sources either.
         self.arms = ArmSet.from_config(self.config, self.registry, self.draws, source)
         self.table = RequestTable(
@@ -112,6 +124,17 @@ class QRSampler:
         )
         self.arms.bind(self.table.choice_names["arm"])
         self.arms.separate_engine(dp_rank)
+        if log_path:
+            self.sink.begin_run(
+                run_manifest(
+                    self.config,
+                    self.registry,
+                    self.arms,
+                    dp_rank,
+                    env_file_path(),
+                    engine() if engine is not None else None,
+                )
+            )
         names = self.table.choice_names
         self.amplifiers = RowAmplifiers(
             [self.registry.amplifiers[name].value for name in names["signal_amplifier_type"]]

@@ -168,6 +168,17 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
         description="Append every entropy byte that chose a token here (sample_count per "
         "token); records give bytes_offset; empty = off",
     )
+    signing_key: str = Field(
+        default="",
+        description="PEM Ed25519 private key file (qr-sampler keys new): signs the run "
+        "manifest and chain heads; empty = no signing",
+    )
+    chain_head_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Seconds between chain heads written beside the records (0: after "
+        "every step); one is always written on close",
+    )
     arms: str = Field(
         default="",
         description="Experiment arms 'name=source,...'; empty: one arm, the entropy source",

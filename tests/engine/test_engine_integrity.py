@@ -1,0 +1,144 @@
+"""Issue 23 in the running engine: a signed run that a reviewer checks with the public
+key alone, and requests that keep their identity when vLLM preempts them.
+
+Two servers, one after the other (module-scoped fixtures): a signed run with several
+concurrent requests, then one whose KV cache is far too small for its concurrent long
+requests, under random arm assignment, so vLLM preempts and later resumes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_support import MODEL_NAME, VllmServer
+
+from qr_sampler.cli.main import main
+
+pytestmark = pytest.mark.timeout(600)
+
+CONCURRENT = 6
+#: Long enough that six requests outgrow the small KV cache below many times over.
+LONG = 160
+
+
+def generate(engine: VllmServer, tag: str, tokens: int, prompt: str) -> list[int]:
+    reply: Any = engine.client().completions.create(
+        model=MODEL_NAME,
+        prompt=prompt,
+        max_tokens=tokens,
+        extra_body={"vllm_xargs": {"qr_tag": tag}, "return_token_ids": True, "ignore_eos": True},
+    )
+    return list(reply.choices[0].token_ids)
+
+
+def concurrently(engine: VllmServer, tokens: int, prompt: str) -> dict[str, list[int]]:
+    run = uuid.uuid4().hex[:8]
+    tags = [f"{run}-{i}" for i in range(CONCURRENT)]
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        replies = list(pool.map(lambda tag: generate(engine, tag, tokens, prompt), tags))
+    return dict(zip(tags, replies, strict=True))
+
+
+# A signed run ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signed_engine(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[VllmServer, Path]]:
+    run_dir = tmp_path_factory.mktemp("signed")
+    assert main(["keys", "new", str(run_dir / "run")]) == 0
+    settings = {
+        "QR_SIGNING_KEY": str(run_dir / "run.key"),
+        "QR_BYTES_PATH": str(run_dir / "bytes.bin"),
+    }
+    engine = VllmServer(tiny_model, run_dir, settings)
+    try:
+        engine.start()
+        yield engine, run_dir
+    finally:
+        engine.stop()
+
+
+def test_a_signed_run_verifies_with_the_public_key_alone(signed_engine, capsys):
+    engine, run_dir = signed_engine
+    replies = concurrently(engine, 16, "A run a reviewer can check:")
+    for tag, tokens in replies.items():
+        records = engine.records_of(tag, at_least=len(tokens))
+        assert [r["token_id"] for r in records] == tokens
+    records = str(engine.records_path)
+    capsys.readouterr()
+    code = main(
+        ["verify", records, "--bytes", str(run_dir / "bytes.bin"),
+         "--public-key", str(run_dir / "run.pub")]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"chain: \d+ record\(s\) linked in 1 run\(s\)", out)
+    assert "signature(s) checked" in out
+    manifest = json.loads(Path(records + ".manifest").read_text())
+    assert manifest["engine"]["runner"] == "v1"
+    assert manifest["engine"]["served_model_name"] == MODEL_NAME
+    assert any(name.endswith(".safetensors") for name in manifest["engine"]["weights"])
+    assert manifest["settings"]["QR_SIGNING_KEY"] == str(run_dir / "run.key")
+    # Another key is refused.
+    assert main(["keys", "new", str(run_dir / "other")]) == 0
+    assert main(["verify", records, "--public-key", str(run_dir / "other.pub")]) == 1
+
+
+# Preemption -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cramped_engine(
+    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[VllmServer, Path]]:
+    run_dir = tmp_path_factory.mktemp("cramped")
+    settings = {
+        "QR_ARMS": "a=system,b=prng,c=system,d=prng",
+        "QR_ARM_ASSIGNMENT": "random",
+        "QR_BYTES_PATH": str(run_dir / "bytes.bin"),
+        "VLLM_LOG_STATS_INTERVAL": "1",
+    }
+    # Room for about two of the six requests at full length: the rest are preempted
+    # and resumed, over and over.
+    cramped = ["--max-model-len", "256", "--block-size", "32", "--num-gpu-blocks-override", "12"]
+    engine = VllmServer(tiny_model, run_dir, settings, cramped)
+    try:
+        engine.start()
+        yield engine, run_dir
+    finally:
+        engine.stop()
+
+
+def preemptions(engine: VllmServer) -> float:
+    with urllib.request.urlopen(engine.base_url + "/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found = re.findall(r"^vllm:num_preemptions(?:_total)?\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    return sum(float(value) for value in found)
+
+
+def test_preempted_requests_keep_one_id_one_arm_and_their_positions(cramped_engine, capsys):
+    engine, run_dir = cramped_engine
+    replies = concurrently(engine, LONG, "Preempt me, then let me finish: " * 3)
+    assert preemptions(engine) > 0, "the KV cache was not small enough to preempt"
+    for tag, tokens in replies.items():
+        assert len(tokens) == LONG
+        records = engine.records_of(tag, at_least=LONG)
+        assert len({r["request_id"] for r in records}) == 1
+        assert len({r["arm"] for r in records}) == 1
+        assert [r["position"] for r in records] == list(range(LONG))
+        assert [r["token_id"] for r in records] == tokens
+    ids = {r["request_id"] for r in engine.records()}
+    assert len(ids) == CONCURRENT
+    capsys.readouterr()
+    code = main(["verify", str(engine.records_path), "--bytes", str(run_dir / "bytes.bin")])
+    assert code == 0, capsys.readouterr().out

@@ -1,0 +1,119 @@
+"""Preemption through vLLM's own interfaces: a request removed and re-added (V1
+runner: BatchUpdate; Model Runner V2: add_request after a refill) keeps its request
+id, its randomly assigned arm and its positions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import VOCAB, book, request_states, vllm_config
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdateBuilder
+from vllm.v1.worker.gpu.sample.logits_processor import (
+    LogitsContext,
+    build_custom_logits_processors,
+)
+
+from qr_sampler.engine.processor import QRSamplerLogitsProcessor
+
+REQUESTS = 6
+
+
+@pytest.fixture
+def random_arms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    log = tmp_path / "tokens.jsonl"
+    monkeypatch.setenv("QR_ARMS", "a=system,b=prng,c=system,d=prng")
+    monkeypatch.setenv("QR_ARM_ASSIGNMENT", "random")
+    monkeypatch.setenv("QR_LOG_PATH", str(log))
+    return log
+
+
+def by_request(log: Path) -> dict[str, list[dict[str, object]]]:
+    grouped: dict[str, list[dict[str, object]]] = {}
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        grouped.setdefault(str(record["request_id"]), []).append(record)
+    return grouped
+
+
+def test_v1_a_preempted_request_comes_back_with_its_id_arm_and_positions(random_arms):
+    processor = QRSamplerLogitsProcessor(vllm_config(), torch.device("cpu"), False)
+    builder = BatchUpdateBuilder()
+    requests = [SamplingParams(extra_args={"qr_tag": f"r{i}"}) for i in range(REQUESTS)]
+    outputs: list[list[int]] = [[] for _ in requests]
+    for index, params in enumerate(requests):
+        builder.added.append((index, params, [1, 2], outputs[index]))
+    processor.update_state(builder.get_and_reset(REQUESTS))
+    for _ in range(3):
+        book(processor, processor.apply(torch.randn(REQUESTS, VOCAB)))
+    # vLLM preempts rows 1 and 4 (their state kept), runs the rest, then re-adds them,
+    # row 4's output as a new list (async scheduling recovers it that way).
+    builder.removed_append(1)
+    builder.removed_append(4)
+    processor.update_state(builder.get_and_reset(REQUESTS - 2))
+    outputs[4] = list(outputs[4])
+    builder.added.append((1, requests[4], [1, 2], outputs[4]))
+    builder.added.append((4, requests[1], [1, 2], outputs[1]))
+    processor.update_state(builder.get_and_reset(REQUESTS))
+    for _ in range(2):
+        book(processor, processor.apply(torch.randn(REQUESTS, VOCAB)))
+    processor.sampler.close()
+    grouped = by_request(random_arms)
+    assert len(grouped) == REQUESTS
+    for records in grouped.values():
+        assert len({r["arm"] for r in records}) == 1
+        assert len({r["tag"] for r in records}) == 1
+        assert [r["position"] for r in records] == list(range(5))
+    assert processor.readmissions.resumed == 2
+
+
+def test_model_runner_v2_a_refilled_request_keeps_its_id_and_arm(random_arms):
+    states = request_states()
+    prompt_len = np.full(states.max_num_reqs, 4, dtype=np.int32)
+    prefill_len = prompt_len.copy()
+    states.prompt_len = SimpleNamespace(np=prompt_len)
+    states.prefill_len = SimpleNamespace(np=prefill_len)
+    processor = next(
+        p
+        for p in build_custom_logits_processors(vllm_config(), states, False)
+        if isinstance(p, QRSamplerLogitsProcessor)
+    )
+    requests = [SamplingParams(extra_args={"qr_tag": f"r{i}"}) for i in range(REQUESTS)]
+    for slot, params in enumerate(requests):
+        assert processor.add_request(slot, params) is True
+
+    def step(slots: list[int], seen: list[int]) -> None:
+        mapping = np.array(slots, dtype=np.int32)
+        processor.apply(
+            torch.randn(len(slots), VOCAB),
+            LogitsContext(
+                expanded_idx_mapping=torch.from_numpy(mapping),
+                idx_mapping=torch.from_numpy(mapping),
+                idx_mapping_np=mapping,
+                expanded_local_pos=torch.zeros(len(slots), dtype=torch.int32),
+                input_ids=torch.zeros(len(slots), dtype=torch.int32),
+                pos=torch.arange(len(slots)),
+                seq_lens_upper_bound_np=np.array(seen, dtype=np.int32),
+            ),
+        )
+
+    every = list(range(REQUESTS))
+    step(every, [4] * REQUESTS)
+    step(every, [5] * REQUESTS)
+    # Request 2 is preempted after two tokens and comes back in slot 9, refilled with
+    # its prompt and those tokens.
+    prompt_len[9], prefill_len[9] = 4, 6
+    assert processor.add_request(9, requests[2]) is True
+    step([0, 1, 9, 3, 4, 5], [6] * REQUESTS)
+    processor.sampler.close()
+    grouped = by_request(random_arms)
+    assert len(grouped) == REQUESTS
+    for records in grouped.values():
+        assert len({r["arm"] for r in records}) == 1
+        assert [r["position"] for r in records] == [0, 1, 2]
+    assert processor.readmissions.resumed == 1
