@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -87,3 +88,43 @@ def book(processor: Any, logits: torch.Tensor) -> None:
             output.append(int(logits[row].argmax()))
     processor.update_state(None)
     processor.sampler.sink.flush()
+
+
+@contextmanager
+def processor_in_group(
+    rank: int, init_file: str, requests: list[Any], **parallel: int
+) -> Iterator[adapter.QRSamplerLogitsProcessor]:
+    """In a fresh process: join vLLM's two-process group (gloo) as ``rank`` with the
+    given ``initialize_model_parallel`` sizes, and yield the plugin's processor as
+    vLLM's loader builds it, with ``requests`` (``SamplingParams``) in rows 0, 1, ..."""
+    from vllm.config import set_current_vllm_config
+    from vllm.distributed import init_distributed_environment, initialize_model_parallel
+    from vllm.distributed.parallel_state import (
+        destroy_distributed_environment,
+        destroy_model_parallel,
+    )
+    from vllm.v1.sample.logits_processor import BatchUpdateBuilder, build_logitsprocs
+
+    config = VllmConfig(device_config=DeviceConfig(device="cpu"))
+    with set_current_vllm_config(config):
+        init_distributed_environment(
+            world_size=2,
+            rank=rank,
+            distributed_init_method=f"file://{init_file}",
+            local_rank=rank,
+            backend="gloo",
+        )
+        initialize_model_parallel(**parallel)
+        try:
+            processors = build_logitsprocs(config, torch.device("cpu"), False, False)
+            ours = next(
+                p for p in processors.all if isinstance(p, adapter.QRSamplerLogitsProcessor)
+            )
+            builder = BatchUpdateBuilder()
+            for row, params in enumerate(requests):
+                builder.added.append((row, params, [1], []))
+            ours.update_state(builder.get_and_reset(len(requests)))
+            yield ours
+        finally:
+            destroy_model_parallel()
+            destroy_distributed_environment()

@@ -22,53 +22,28 @@ ROWS, VOCAB, STEPS = 4, 300, 3
 def run_stage(rank: int, init_file: str, results: Any) -> None:
     import conftest  # the CPU pinned-memory setting, in this fresh process
     from vllm import SamplingParams
-    from vllm.config import DeviceConfig, VllmConfig, set_current_vllm_config
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
-    from vllm.distributed.parallel_state import (
-        destroy_distributed_environment,
-        destroy_model_parallel,
-    )
-    from vllm.v1.sample.logits_processor import BatchUpdateBuilder, build_logitsprocs
 
-    from qr_sampler.engine.processor import QRSamplerLogitsProcessor
-
-    config = VllmConfig(device_config=DeviceConfig(device="cpu"))
-    with set_current_vllm_config(config):
-        init_distributed_environment(
-            world_size=2,
-            rank=rank,
-            distributed_init_method=f"file://{init_file}",
-            local_rank=rank,
-            backend="gloo",
-        )
-        initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=2)
-        try:
-            processors = build_logitsprocs(config, torch.device("cpu"), False, False)
-            ours = next(p for p in processors.all if isinstance(p, QRSamplerLogitsProcessor))
-            builder = BatchUpdateBuilder()
-            for row in range(ROWS):
-                builder.added.append((row, SamplingParams(), [1], []))
-            ours.update_state(builder.get_and_reset(ROWS))
-            sampler = ours.sampler
-            tokens: list[list[int]] | str = []
-            if sampler.samples:
-                generator = torch.Generator().manual_seed(3)
-                for _ in range(STEPS):
-                    logits = ours.apply(torch.randn(ROWS, VOCAB, generator=generator))
-                    assert isinstance(tokens, list)
-                    tokens.append(logits.argmax(-1).tolist())
-                    conftest.book(ours, logits)
-            else:
-                try:
-                    ours.apply(torch.zeros(ROWS, VOCAB))
-                except RuntimeError as exc:
-                    tokens = str(exc)
-            sampler.close()
-            sources = [arm.source is not None for arm in sampler.arms.arms]
-            results.put((rank, sampler.samples, sources, tokens))
-        finally:
-            destroy_model_parallel()
-            destroy_distributed_environment()
+    requests = [SamplingParams() for _ in range(ROWS)]
+    with conftest.processor_in_group(
+        rank, init_file, requests, tensor_model_parallel_size=1, pipeline_model_parallel_size=2
+    ) as ours:
+        sampler = ours.sampler
+        tokens: list[list[int]] | str = []
+        if sampler.samples:
+            generator = torch.Generator().manual_seed(3)
+            for _ in range(STEPS):
+                logits = ours.apply(torch.randn(ROWS, VOCAB, generator=generator))
+                assert isinstance(tokens, list)
+                tokens.append(logits.argmax(-1).tolist())
+                conftest.book(ours, logits)
+        else:
+            try:
+                ours.apply(torch.zeros(ROWS, VOCAB))
+            except RuntimeError as exc:
+                tokens = str(exc)
+        sampler.close()
+        sources = [arm.source is not None for arm in sampler.arms.arms]
+        results.put((rank, sampler.samples, sources, tokens))
 
 
 def test_only_the_last_stage_draws_and_records(

@@ -14,46 +14,19 @@ ROWS, VOCAB, STEPS = 6, 300, 3
 
 
 def run_rank(rank: int, init_file: str, results: Any) -> None:
-    import conftest  # noqa: F401 - the CPU pinned-memory setting, in this fresh process
+    from conftest import processor_in_group  # also the CPU pinned-memory setting
     from vllm import SamplingParams
-    from vllm.config import DeviceConfig, VllmConfig, set_current_vllm_config
-    from vllm.distributed import init_distributed_environment, initialize_model_parallel
-    from vllm.distributed.parallel_state import (
-        destroy_distributed_environment,
-        destroy_model_parallel,
-    )
-    from vllm.v1.sample.logits_processor import BatchUpdateBuilder, build_logitsprocs
 
-    from qr_sampler.engine.processor import QRSamplerLogitsProcessor
-
-    config = VllmConfig(device_config=DeviceConfig(device="cpu"))
-    with set_current_vllm_config(config):
-        init_distributed_environment(
-            world_size=2,
-            rank=rank,
-            distributed_init_method=f"file://{init_file}",
-            local_rank=rank,
-            backend="gloo",
-        )
-        initialize_model_parallel(tensor_model_parallel_size=2)
-        try:
-            processors = build_logitsprocs(config, torch.device("cpu"), False, False)
-            ours = next(p for p in processors.all if isinstance(p, QRSamplerLogitsProcessor))
-            builder = BatchUpdateBuilder()
-            for row in range(ROWS):
-                builder.added.append((row, SamplingParams(extra_args={"qr_top_p": 0.95}), [1], []))
-            ours.update_state(builder.get_and_reset(ROWS))
-            generator = torch.Generator().manual_seed(5)
-            tokens = [
-                ours.apply(torch.randn(ROWS, VOCAB, generator=generator)).argmax(-1).tolist()
-                for _ in range(STEPS)
-            ]
-            shared = ours.sampler.shared_u
-            assert shared is not None
-            results.put((rank, tokens, shared.leader, ours.sampler.arms.arms[0].source is not None))
-        finally:
-            destroy_model_parallel()
-            destroy_distributed_environment()
+    requests = [SamplingParams(extra_args={"qr_top_p": 0.95}) for _ in range(ROWS)]
+    with processor_in_group(rank, init_file, requests, tensor_model_parallel_size=2) as ours:
+        generator = torch.Generator().manual_seed(5)
+        tokens = [
+            ours.apply(torch.randn(ROWS, VOCAB, generator=generator)).argmax(-1).tolist()
+            for _ in range(STEPS)
+        ]
+        shared = ours.sampler.shared_u
+        assert shared is not None
+        results.put((rank, tokens, shared.leader, ours.sampler.arms.arms[0].source is not None))
 
 
 def test_both_ranks_force_the_same_tokens_drawn_once_on_the_leader(tmp_path: Path) -> None:
