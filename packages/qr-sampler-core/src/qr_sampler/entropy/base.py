@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 
@@ -33,6 +34,12 @@ class EntropySource(ABC):
         records); None for a source whose protocol carries no such word."""
         return None
 
+    def token_bytes(self) -> TokenBytes | None:
+        """What serves this source's bytes token by token, for a source whose bytes
+        belong to particular tokens of particular requests (a replay by records);
+        None for a source whose bytes go to whichever draw comes next."""
+        return None
+
     def health_check(self) -> dict[str, Any]:
         """Describe the source's state; JSON-serialisable and free of secrets."""
         return {"source": self.name, "healthy": True}
@@ -58,6 +65,29 @@ class DeviceWord(NamedTuple):
     timestamp: int | str | None = None
     #: The request number the server echoed, for the draw's first piece.
     sequence_id: int | None = None
+
+
+class TokenKey(NamedTuple):
+    """One token's share of a draw: its request, its index in that request's output,
+    and how many bytes it takes."""
+
+    request_id: str | None
+    position: int | None
+    size: int
+
+
+class TokenBytes(ABC):
+    """Bytes that belong to particular tokens, served to them whatever the batch."""
+
+    @abstractmethod
+    def claim(self, tag: str) -> str | None:
+        """The request id a newly admitted request with ``tag`` takes over, so its
+        tokens find their bytes; None when none is left to take."""
+
+    @abstractmethod
+    def bytes_for(self, tokens: Sequence[TokenKey]) -> bytes:
+        """Each token's bytes, back to back in the order given, or
+        ``EntropyUnavailableError`` naming the first token that has none."""
 
 
 def check_byte_count(n: int) -> None:

@@ -5,10 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from qr_sampler.entropy.base import DeviceWord, EntropySource, check_byte_count
+from qr_sampler.entropy.base import (
+    DeviceWord,
+    EntropySource,
+    TokenBytes,
+    TokenKey,
+    check_byte_count,
+)
 from qr_sampler.entropy.health import HealthTests
 from qr_sampler.errors import EntropyUnavailableError, HealthTestError
 
@@ -62,12 +69,19 @@ class FallbackEntropySource(EntropySource):
         self._failing = False
         self._fallback_draws = 0
 
-    def draw(self, n: int) -> EntropyDraw:
-        """Fetch ``n`` bytes and say which source delivered them."""
+    def draw(self, n: int, tokens: Sequence[TokenKey] | None = None) -> EntropyDraw:
+        """Fetch ``n`` bytes and say which source delivered them. ``tokens`` says whose
+        they are (their counts add up to ``n``), for a primary that serves bytes token
+        by token (``token_bytes``); any other source ignores it."""
         check_byte_count(n)
         start = time.perf_counter()
+        book = self.primary.token_bytes() if tokens is not None else None
         try:
-            data = self._from_primary(n) if self.fallback is not None else self._strict(n, start)
+            data = (
+                self._from_primary(n, tokens, book)
+                if self.fallback is not None
+                else self._strict(n, start, tokens, book)
+            )
         except EntropyUnavailableError as exc:
             if self.fallback is None:
                 raise
@@ -87,8 +101,17 @@ class FallbackEntropySource(EntropySource):
     def get_random_bytes(self, n: int) -> bytes:
         return self.draw(n).data
 
-    def _from_primary(self, n: int) -> bytes:
-        data = self.primary.get_random_bytes(n)
+    def token_bytes(self) -> TokenBytes | None:
+        return self.primary.token_bytes()
+
+    def _from_primary(
+        self, n: int, tokens: Sequence[TokenKey] | None, book: TokenBytes | None
+    ) -> bytes:
+        data = (
+            book.bytes_for(tokens)
+            if book is not None and tokens is not None
+            else self.primary.get_random_bytes(n)
+        )
         if len(data) != n:
             raise EntropyUnavailableError(
                 f"source {self.primary.name!r} returned {len(data)} bytes, expected {n}"
@@ -97,13 +120,19 @@ class FallbackEntropySource(EntropySource):
             self.health.check(data)
         return data
 
-    def _strict(self, n: int, start: float) -> bytes:
+    def _strict(
+        self,
+        n: int,
+        start: float,
+        tokens: Sequence[TokenKey] | None,
+        book: TokenBytes | None,
+    ) -> bytes:
         """The primary's bytes, retried with doubling pauses until ``strict_wait_s``."""
         deadline = start + self.strict_wait_s
         pause = _FIRST_PAUSE_S
         while True:
             try:
-                return self._from_primary(n)
+                return self._from_primary(n, tokens, book)
             except EntropyUnavailableError as exc:
                 left = deadline - time.perf_counter()
                 if left <= 0:

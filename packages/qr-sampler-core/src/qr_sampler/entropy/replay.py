@@ -1,5 +1,7 @@
 """The built-in ``replay`` source: serves the bytes of a ``QR_BYTES_PATH`` archive
-again, in their original order, so a run can be reproduced token for token."""
+again, so a run can be reproduced token for token: in their original order, or,
+given the run's records (``QR_REPLAY_RECORDS``), to the very tokens they chose
+(``qr_sampler.entropy.replay_book``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import Any, BinaryIO
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from qr_sampler.entropy.base import EntropySource, check_byte_count
+from qr_sampler.entropy.base import EntropySource, TokenBytes, check_byte_count
+from qr_sampler.entropy.replay_book import RecordedTokens
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
 from qr_sampler.settings.base import QRSettings
 
@@ -19,10 +22,15 @@ class ReplaySettings(QRSettings):
     model_config = SettingsConfigDict(env_prefix="QR_REPLAY_")
 
     path: str = Field(default="", description="Archive written by QR_BYTES_PATH to serve again")
+    records: str = Field(
+        default="",
+        description="The run's records (QR_LOG_PATH): serve each token the bytes it had",
+    )
 
 
 class ReplayEntropySource(EntropySource):
-    """Reads the archive front to back; ``EntropyUnavailableError`` once it runs out.
+    """Reads the archive front to back, ``EntropyUnavailableError`` once it runs out;
+    with ``QR_REPLAY_RECORDS``, serves each token its own bytes and nothing else.
 
     Run replays with ``QR_FALLBACK_MODE=error``: with the default fallback an
     exhausted archive silently (though flagged) turns into fresh OS bytes.
@@ -46,9 +54,19 @@ class ReplayEntropySource(EntropySource):
         self._size = os.fstat(self._file.fileno()).st_size
         self._offset = 0
         self._lock = threading.Lock()
+        self._book = RecordedTokens(self.settings.records, path) if self.settings.records else None
+
+    def token_bytes(self) -> TokenBytes | None:
+        return self._book
 
     def get_random_bytes(self, n: int) -> bytes:
         check_byte_count(n)
+        if self._book is not None and n:
+            # In archive order these would be some other token's bytes.
+            raise EntropyUnavailableError(
+                "replay by records (QR_REPLAY_RECORDS) serves bytes only to the tokens "
+                "that drew them; unset it to read the archive in order"
+            )
         with self._lock:
             if self._file is None:
                 raise EntropyUnavailableError("the replay source is closed")
@@ -70,16 +88,21 @@ class ReplayEntropySource(EntropySource):
     def health_check(self) -> dict[str, Any]:
         with self._lock:
             left = self._size - self._offset
-            return {
+            health: dict[str, Any] = {
                 "source": self.name,
                 "healthy": self._file is not None and left > 0,
                 "path": self.settings.path,
                 "offset": self._offset,
                 "bytes_left": left,
             }
+        if self._book is not None:
+            health.update(records=self.settings.records, requests_left=self._book.requests)
+        return health
 
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+        if self._book is not None:
+            self._book.close()

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from qr_sampler.entropy.base import TokenKey
 from qr_sampler.entropy.factory import build_entropy_source
 from qr_sampler.entropy.fallback import EntropyDraw, FallbackEntropySource
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
@@ -147,6 +148,11 @@ class ArmSet:
         self._column_arm = np.arange(len(self.arms), dtype=np.int64)
         self.seed = seed
         self._assigner = np.random.Generator(np.random.PCG64(seed))
+        #: Whether an arm serves its bytes token by token (a replay by records), so
+        #: draws must say whose each row's bytes are.
+        self.by_token = any(
+            arm.source is not None and arm.source.token_bytes() is not None for arm in self.arms
+        )
 
     def separate_engine(self, dp_rank: int) -> None:
         """Under data parallelism, give engine ``dp_rank`` an assignment sequence of its
@@ -209,13 +215,22 @@ class ArmSet:
             name = options.arm or self.arms[0].name
         return options if name == options.arm else options.model_copy(update={"arm": name})
 
+    def claim(self, options: SamplingOptions) -> str | None:
+        """For a request admitted to an arm that serves bytes token by token: the id
+        of the run's request it replays (see ``token_bytes``); None otherwise."""
+        source = self.choices[options.arm].source
+        book = source.token_bytes() if source is not None else None
+        return book.claim(options.tag) if book is not None else None
+
     def draw(
         self,
         arm_column: npt.NDArray[np.float64],
         counts: npt.NDArray[np.int64],
         keep_going: bool = False,
+        tokens: Sequence[tuple[str | None, int | None]] | None = None,
     ) -> StepDraw:
         """One draw per arm for all of its rows; bytes end up in row order.
+        ``tokens``: each row's request id and position, for arms that serve by token.
 
         ``EntropyUnavailableError`` from any arm's source propagates, unless
         ``keep_going``: then that arm's rows get no bytes and the draw lists the failure.
@@ -228,8 +243,15 @@ class ArmSet:
         for arm in np.flatnonzero(np.bincount(drawing)).tolist():
             source = self.arms[arm].source
             assert source is not None, "a tensor-parallel follower never draws"
+            rows = row_arm == arm
+            keys = None
+            if tokens is not None:
+                keys = [
+                    TokenKey(tokens[row][0], tokens[row][1], int(counts[row]))
+                    for row in np.flatnonzero(rows & (counts > 0)).tolist()
+                ]
             try:
-                draws[arm] = source.draw(int(counts[row_arm == arm].sum()))
+                draws[arm] = source.draw(int(counts[rows].sum()), keys)
             except EntropyUnavailableError as exc:
                 if not keep_going:
                     raise

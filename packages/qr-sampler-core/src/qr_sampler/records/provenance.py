@@ -47,8 +47,12 @@ class Origin:
     output: Sequence[int] | None = None
     _counted: int = field(default=0, repr=False)
 
+    def position(self) -> int:
+        """The position of the token being sampled, not yet counted as recorded."""
+        return len(self.output) if self.output is not None else self._counted
+
     def next_position(self) -> int:
-        position = len(self.output) if self.output is not None else self._counted
+        position = self.position()
         self._counted += 1
         return position
 

@@ -120,16 +120,21 @@ class RequestTable:
         slots: npt.NDArray[np.int64],
         rows: list[int],
         positions: npt.NDArray[np.int64] | None,
+        *,
+        recorded: bool = True,
     ) -> list[tuple[str | None, int | None]]:
         """Each row's request id and the output index of the token it samples: from
-        the engine where it says (``positions``), else from the request's own output."""
+        the engine where it says (``positions``), else from the request's own output.
+        ``recorded`` False: only asking (before the draw), the token is not counted."""
         identities: list[tuple[str | None, int | None]] = []
         for row in rows:
             origin = self.origins[slots[row]]
             if positions is not None:
                 position: int | None = int(positions[row])
+            elif origin is None:
+                position = None
             else:
-                position = origin.next_position() if origin is not None else None
+                position = origin.next_position() if recorded else origin.position()
             identities.append((origin.request_id if origin is not None else None, position))
         return identities
 

@@ -194,7 +194,9 @@ class QRSampler:
         and ``prompt`` its prompt's, which the repetition penalty reads."""
         repeats = prompt is not None and options.repetition_penalty != 1.0
         prompt_ids = np.asarray(prompt, dtype=np.int64) if repeats else None
-        self.table.put(slot, options, Origin(self.request_ids.new(), output), prompt_ids)
+        # A replay by records gives the request the id of the run's request it replays.
+        request_id = self.arms.claim(options) or self.request_ids.new()
+        self.table.put(slot, options, Origin(request_id, output), prompt_ids)
 
     def output_of(self, slot: int) -> Sequence[int] | None:
         """The engine's output-token list of the request in ``slot``, if it keeps one."""
@@ -234,7 +236,7 @@ class QRSampler:
             (params[:, _STRATEGY] == self._greedy_strategy)
             & (params[:, _TEMPERATURE] < GREEDY_BELOW)
         )
-        draw = self._draw(params, drawing, logits)
+        draw = self._draw(params, drawing, logits, slots, positions)
         if draw is not None and draw.failures:
             ended = self._end_failed_rows(logits, slots, params, drawing, positions, draw)
             active, drawing = active & ~ended, drawing & ~ended
@@ -292,6 +294,8 @@ class QRSampler:
         params: npt.NDArray[np.float64],
         active: npt.NDArray[np.bool_],
         logits: torch.Tensor,
+        slots: npt.NDArray[np.int64],
+        positions: npt.NDArray[np.int64] | None,
     ) -> StepDraw | None:
         """One draw per arm for its active rows; nothing on a follower. In strict mode
         (single rank) an arm whose source stays down is reported in the draw, not raised."""
@@ -299,8 +303,14 @@ class QRSampler:
             return None
         counts = np.where(active, params[:, _SAMPLE_COUNT], 0).astype(np.int64)
         strict_end = self.shared_u is None and self.end_token_id is not None
+        # Only a replay by records needs to know whose token each row samples.
+        tokens = (
+            self.table.identities(slots, list(range(len(slots))), positions, recorded=False)
+            if self.arms.by_token
+            else None
+        )
         try:
-            return self.arms.draw(params[:, _ARM], counts, keep_going=strict_end)
+            return self.arms.draw(params[:, _ARM], counts, keep_going=strict_end, tokens=tokens)
         except EntropyUnavailableError:
             if self.shared_u is not None:
                 self.shared_u.fail(len(params), logits.device)
