@@ -39,9 +39,12 @@ def generate(engine: VllmServer, tag: str, tokens: int, prompt: str) -> list[int
     return list(reply.choices[0].token_ids)
 
 
-def concurrently(engine: VllmServer, tokens: int, prompt: str) -> dict[str, list[int]]:
-    run = uuid.uuid4().hex[:8]
-    tags = [f"{run}-{i}" for i in range(CONCURRENT)]
+def concurrently(
+    engine: VllmServer, tokens: int, prompt: str, tags: list[str] | None = None
+) -> dict[str, list[int]]:
+    if tags is None:
+        run = uuid.uuid4().hex[:8]
+        tags = [f"{run}-{i}" for i in range(CONCURRENT)]
     with ThreadPoolExecutor(CONCURRENT) as pool:
         replies = list(pool.map(lambda tag: generate(engine, tag, tokens, prompt), tags))
     return dict(zip(tags, replies, strict=True))
@@ -97,6 +100,12 @@ def test_a_signed_run_verifies_with_the_public_key_alone(signed_engine, capsys):
 # Preemption -----------------------------------------------------------------------
 
 
+#: Room for about two of the six requests at full length: the rest are preempted and
+#: resumed, over and over.
+CRAMPED = ["--max-model-len", "256", "--block-size", "32", "--num-gpu-blocks-override", "12"]
+PREEMPT_PROMPT = "Preempt me, then let me finish: " * 3
+
+
 @pytest.fixture(scope="module")
 def cramped_engine(
     tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
@@ -108,10 +117,7 @@ def cramped_engine(
         "QR_BYTES_PATH": str(run_dir / "bytes.bin"),
         "VLLM_LOG_STATS_INTERVAL": "1",
     }
-    # Room for about two of the six requests at full length: the rest are preempted
-    # and resumed, over and over.
-    cramped = ["--max-model-len", "256", "--block-size", "32", "--num-gpu-blocks-override", "12"]
-    engine = VllmServer(tiny_model, run_dir, settings, cramped)
+    engine = VllmServer(tiny_model, run_dir, settings, CRAMPED)
     try:
         engine.start()
         yield engine, run_dir
@@ -126,9 +132,21 @@ def preemptions(engine: VllmServer) -> float:
     return sum(float(value) for value in found)
 
 
-def test_preempted_requests_keep_one_id_one_arm_and_their_positions(cramped_engine, capsys):
+@pytest.fixture(scope="module")
+def preempted_run(cramped_engine: tuple[VllmServer, Path]) -> dict[str, list[int]]:
+    """Six concurrent requests, each with its own tag, that vLLM preempts and resumes."""
+    engine, _ = cramped_engine
+    replies = concurrently(engine, LONG, PREEMPT_PROMPT)
+    for tag, tokens in replies.items():
+        engine.records_of(tag, at_least=len(tokens))  # every record is written
+    return replies
+
+
+def test_preempted_requests_keep_one_id_one_arm_and_their_positions(
+    cramped_engine, preempted_run, capsys
+):
     engine, run_dir = cramped_engine
-    replies = concurrently(engine, LONG, "Preempt me, then let me finish: " * 3)
+    replies = preempted_run
     assert preemptions(engine) > 0, "the KV cache was not small enough to preempt"
     for tag, tokens in replies.items():
         assert len(tokens) == LONG
@@ -142,3 +160,41 @@ def test_preempted_requests_keep_one_id_one_arm_and_their_positions(cramped_engi
     capsys.readouterr()
     code = main(["verify", str(engine.records_path), "--bytes", str(run_dir / "bytes.bin")])
     assert code == 0, capsys.readouterr().out
+
+
+def test_a_replay_by_records_gives_every_preempted_request_its_tokens_back(
+    tiny_model, cramped_engine, preempted_run, tmp_path
+):
+    """The run's batches cannot come back (six requests, preempted at other moments):
+    replay by records serves each token the bytes its record names, so every request,
+    whichever arm it had, gets the same tokens."""
+    engine, run_dir = cramped_engine
+    original = engine.records()
+    settings = {
+        "QR_ENTROPY_SOURCE_TYPE": "replay",
+        "QR_REPLAY_PATH": str(run_dir / "bytes.bin"),
+        "QR_REPLAY_RECORDS": str(engine.records_path),
+        "QR_FALLBACK_MODE": "error",
+    }
+    replay = VllmServer(tiny_model, tmp_path, settings, CRAMPED)
+    try:
+        replay.start()
+        # Sent in the other order: admission, batches and preemptions all differ.
+        tags = list(reversed(preempted_run))
+        replayed = concurrently(replay, LONG, PREEMPT_PROMPT, tags)
+        assert replayed == preempted_run
+        records = {tag: replay.records_of(tag, at_least=LONG) for tag in tags}
+    finally:
+        replay.stop()
+    arm_of = {r["request_id"]: r["arm"] for r in original}
+    assert len(set(arm_of.values())) > 1, "the run used one arm only: nothing to show"
+    for tag, tokens in records.items():
+        ids = {r["request_id"] for r in tokens}
+        # The replayed request took over its run's id: its records line up with the run's.
+        assert ids == {r["request_id"] for r in original if r["tag"] == tag}
+        assert [r["entropy_source"] for r in tokens] == ["replay"] * LONG
+        assert not any(r["fallback"] for r in tokens)
+    by_token = {(r["request_id"], r["position"]): r["u"] for r in original}
+    assert {(r["request_id"], r["position"]): r["u"] for t in records.values() for r in t} == (
+        by_token
+    )
