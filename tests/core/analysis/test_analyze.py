@@ -317,3 +317,18 @@ def test_greedy_tokens_are_counted_apart_from_the_statistics_of_u(tmp_path, caps
     assert (summary["tokens"], summary["greedy_tokens"], summary["skipped_lines"]) == (50, 50, 0)
     assert main(["analyze", str(log), "--out", str(tmp_path / "out")]) == 0
     assert "greedy tokens (no bytes, not in the statistics) 50" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_groups_whose_z_never_varies_are_compared_without_dividing_by_zero():
+    """Neither group varies (a stuck amplifier, a hand-made file): Welch's t has no
+    spread to divide by, and TOST decides on the exact difference."""
+    u = np.full(50, 0.5)
+    same = statistics.compare(u, np.zeros(50), u, np.zeros(50), 0.1, 0.01)
+    assert same["tost_z"] == {"margin": 0.1, "p": 0.0, "equivalent": True}
+    assert not same["flagged"]
+    apart = statistics.compare(u, np.zeros(50), u, np.ones(50), 0.1, 0.01)
+    assert apart["tost_z"]["equivalent"] is False
+    assert apart["welch_t_z"]["mean_difference"] == -1.0
+    assert apart["flagged"]  # by Mann-Whitney: every z of b is larger
+    json.dumps(apart, allow_nan=True)

@@ -68,15 +68,19 @@ def compare(
     var_a, var_b = z_a.var(ddof=1), z_b.var(ddof=1)
     difference = float(z_a.mean() - z_b.mean())
     pooled = math.sqrt(((n_a - 1) * var_a + (n_b - 1) * var_b) / (n_a + n_b - 2))
-    se = math.sqrt(var_a / n_a + var_b / n_b)
-    df = (var_a / n_a + var_b / n_b) ** 2 / (
-        (var_a / n_a) ** 2 / (n_a - 1) + (var_b / n_b) ** 2 / (n_b - 1)
-    )
-    # Two one-sided Welch tests: H0 difference <= -margin, and H0 difference >= margin.
-    p_lower = float(stats.t.sf((difference + margin) / se, df))
-    p_upper = float(stats.t.cdf((difference - margin) / se, df))
-    tost_p = max(p_lower, p_upper)
-    p_values = (ks.pvalue, welch.pvalue, mann.pvalue)
+    spread = float(var_a / n_a + var_b / n_b)
+    if spread > 0:
+        se = math.sqrt(spread)
+        df = spread**2 / ((var_a / n_a) ** 2 / (n_a - 1) + (var_b / n_b) ** 2 / (n_b - 1))
+        # Two one-sided Welch tests: H0 difference <= -margin, and H0 difference >= margin.
+        p_lower = float(stats.t.sf((difference + margin) / se, df))
+        p_upper = float(stats.t.cdf((difference - margin) / se, df))
+        tost_p = max(p_lower, p_upper)
+    else:
+        # Neither group's z varies: the difference is known exactly, so it is
+        # equivalent exactly when it lies inside the margin (Welch's t is undefined).
+        tost_p = 0.0 if abs(difference) < margin else 1.0
+    p_values = [p for p in (ks.pvalue, welch.pvalue, mann.pvalue) if math.isfinite(p)]
     return {
         "n_a": int(n_a),
         "n_b": int(n_b),
@@ -94,7 +98,7 @@ def compare(
             "rank_biserial": float(2 * mann.statistic / (n_a * n_b) - 1),
         },
         "tost_z": {"margin": margin, "p": tost_p, "equivalent": bool(tost_p < alpha)},
-        "flagged": bool(min(p_values) < alpha),
+        "flagged": bool(p_values) and bool(min(p_values) < alpha),
     }
 
 
