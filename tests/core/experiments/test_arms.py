@@ -304,3 +304,40 @@ def test_strict_mode_ends_only_the_requests_of_the_arm_whose_source_is_down(
     assert archive.stat().st_size == COUNT
     report = verify(str(log), str(archive))
     assert (report.checked, report.ended, report.mismatches) == (1, 2, [])
+
+
+@pytest.mark.parametrize("dp_rank", [0, 1])
+def test_arms_and_engines_sharing_a_prng_seed_draw_streams_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dp_rank: int
+) -> None:
+    """Two prng arms of one QR_PRNG_SEED, in engine 0 and in data-parallel engine 1:
+    no two draw the same bytes, and each record's prng_seed reproduces its own."""
+    monkeypatch.setenv("QR_PRNG_SEED", "9")
+    log, archive = tmp_path / "tokens.jsonl", tmp_path / "bytes.bin"
+    config = QRSamplerConfig.load(
+        env_file=str(tmp_path / "absent.env"),
+        arms="first=prng,second=prng",
+        log_path=str(log),
+        bytes_path=str(archive),
+    )
+    sampler = QRSampler(config, dp_rank=dp_rank)
+    for slot, arm in enumerate(["first", "second"]):
+        sampler.admit(slot, sampler.resolve({"qr_arm": arm, "qr_sample_count": COUNT}), [])
+    for _ in range(2):
+        sampler.sample(torch.randn(2, 40), np.arange(2))
+    sampler.close()
+    suffix = f".dp{dp_rank}" if dp_rank else ""
+    lines = Path(f"{tmp_path}/tokens{suffix}.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    data = Path(f"{tmp_path}/bytes{suffix}.bin").read_bytes()
+    streams = {}
+    for arm in ("first", "second"):
+        mine = [r for r in records if r["arm"] == arm]
+        (seed,) = {r["prng_seed"] for r in mine}
+        drawn = b"".join(data[r["bytes_offset"] : r["bytes_offset"] + COUNT] for r in mine)
+        assert drawn == documented_stream(seed, 2 * COUNT)
+        streams[arm] = (seed, drawn)
+    assert streams["first"][1] != streams["second"][1]
+    # Engine 0's first arm keeps QR_PRNG_SEED itself, as a single-arm run would.
+    assert (streams["first"][0] == 9) is (dp_rank == 0)
+    assert streams["second"][0] != 9

@@ -34,6 +34,11 @@ class EntropySource(ABC):
         records); None for a source whose protocol carries no such word."""
         return None
 
+    def separate(self, key: tuple[int, ...]) -> None:  # noqa: B027 - most sources are not seeded
+        """Move a seeded source to a stream of its own for ``key`` (engine rank, arm
+        index), so that engines and arms sharing one seed never draw the same bytes.
+        Sources that are not seeded have nothing to separate."""
+
     def token_bytes(self) -> TokenBytes | None:
         """What serves this source's bytes token by token, for a source whose bytes
         belong to particular tokens of particular requests (a replay by records);

@@ -62,6 +62,15 @@ class PRNGEntropySource(EntropySource):
             " (QR_PRNG_SEED unset: set it to this value to reproduce the run)" if chosen else "",
         )
 
+    def separate(self, key: tuple[int, ...]) -> None:
+        """Draw from the ``key`` child of the seed instead, whose own seed (the
+        records' ``prng_seed``) reproduces it as any seed does."""
+        child = np.random.SeedSequence(self.seed, spawn_key=key)
+        seed = int(child.generate_state(1, np.uint64)[0] >> np.uint64(1))
+        with self._lock:
+            self.seed, self._generator, self._leftover = seed, np.random.PCG64(seed), b""
+        logger.info("prng entropy source for engine and arm %s seeded with %d", key, seed)
+
     def get_random_bytes(self, n: int) -> bytes:
         check_byte_count(n)
         with self._lock:

@@ -158,10 +158,20 @@ class ArmSet:
         """Under data parallelism, give engine ``dp_rank`` an assignment sequence of its
         own: the same seed in every engine would assign the same "random" arms in
         each. Engine 0 keeps the single-engine sequence of ``QR_ARM_SEED``; engine r
-        draws from the r-th child stream of it, reproducible from the seed and rank."""
+        draws from the r-th child stream of it, reproducible from the seed and rank.
+
+        Seeded sources likewise: every engine and every arm of one source type would
+        otherwise draw the same bytes from one seed (two ``prng`` arms of
+        ``QR_PRNG_SEED``, or the control arm of every engine). Engine 0's first arm of
+        each type keeps its seed; the others draw from the ``(rank, arm)`` child."""
         if dp_rank:
             stream = np.random.SeedSequence(self.seed, spawn_key=(dp_rank,))
             self._assigner = np.random.Generator(np.random.PCG64(stream))
+        first_of_type: set[str] = set()
+        for index, arm in enumerate(self.arms):
+            if arm.source is not None and (dp_rank or arm.source_type in first_of_type):
+                arm.source.primary.separate((dp_rank, index))
+            first_of_type.add(arm.source_type)
 
     @classmethod
     def from_config(
