@@ -16,22 +16,24 @@ from qr_sampler.records.chain import last_line, line_sha256
 from qr_sampler.records.chain_check import ChainProblem, ChainReport, Continuation
 
 
-def link_parts(chains: Sequence[tuple[str, ChainReport]]) -> list[int]:
+def link_parts(chains: Sequence[tuple[str, ChainReport]]) -> list[int | None]:
     """Check each part's link to the part given before it, adding problems to the
     later part's report; returns, for each file, the index of the first file of its
-    run's parts (files of one engine's rotated run share one)."""
+    run's parts (files of one engine's rotated run share one), None for a part whose
+    part before is not given before it (named as a problem already)."""
     names = [os.path.basename(path) for path, _ in chains]
     #: The index of the latest file given under each name.
     latest: dict[str, int] = {}
     continued_by: dict[int, str] = {}
-    first: list[int] = []
+    first: list[int | None] = []
     for index, (_, report) in enumerate(chains):
         link = report.continues
         before = latest.get(link.previous_file) if link is not None else None
         latest[names[index]] = index
-        first.append(first[before] if before is not None else index)
         if link is None:
+            first.append(index)
             continue
+        first.append(first[before] if before is not None else None)
         problem: str | None
         if before is None:
             problem = _not_before(link, link.previous_file in names[index + 1 :])

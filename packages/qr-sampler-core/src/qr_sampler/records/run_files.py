@@ -60,10 +60,13 @@ def verify_run(
     for index, path in enumerate(records):
         run.files.append((path, verify(path, archives[index] if archives else None, registry)))
         run.chains.append((path, check_chain(path, public_key)))
-    # Files of one engine's rotated run share the index of its first part.
+    # Files of one engine's rotated run share the index of its first part; a part
+    # that cannot be placed is named by the chain check and left out here.
     engines = link_parts(run.chains)
     seen: dict[str, dict[int, list[str]]] = {}
     for path, engine in zip(records, engines, strict=True):
+        if engine is None:
+            continue
         for request_id in _request_ids(path):
             seen.setdefault(request_id, {}).setdefault(engine, []).append(path)
     run.shared_ids = {
