@@ -192,3 +192,13 @@ def test_rotated_manifests_are_signed_and_verify_with_the_public_key(tmp_path, c
     capsys.readouterr()
     assert verify(files, "--public-key", str(tmp_path / "other.pub")) == 1
     assert f"{files[1]}: manifest line 1: signature" in capsys.readouterr().out
+
+
+def test_analyze_checks_the_links_between_parts(rotated, tmp_path):
+    out = tmp_path / "report"
+    assert main(["analyze", *map(str, rotated), "--out", str(out)]) == 0
+    integrity = json.loads((out / "summary.json").read_text())["provenance"]["integrity"]
+    assert integrity.startswith(f"hash chain holds: {ROWS * STEPS} record(s) linked")
+    assert main(["analyze", str(rotated[0]), str(rotated[2]), "--out", str(out)]) == 0
+    integrity = json.loads((out / "summary.json").read_text())["provenance"]["integrity"]
+    assert integrity.startswith(f"broken: {rotated[2]}: manifest line 1: this part continues")
