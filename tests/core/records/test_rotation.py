@@ -75,6 +75,16 @@ def test_an_honest_rotated_run_verifies(tmp_path, capsys):
     )
 
 
+def test_records_held_by_the_engine_go_to_the_part_their_bytes_went_to(tmp_path, capsys):
+    log = tmp_path / "tokens.jsonl"
+    sampled_run(tmp_path, log, STEPS, held=True, log_rotate_mb=LIMIT_MB)
+    files = parts(log)
+    assert len(files) >= 2
+    for path in files:
+        assert len(lines(path)) % ROWS == 0
+    assert verify(files) == 0, capsys.readouterr().out
+
+
 def test_rotation_happens_at_the_limit_and_only_between_steps(rotated):
     assert len(rotated) == 3
     steps_seen: list[set[int]] = []
