@@ -24,11 +24,12 @@ def sampled_run(
     settle: bool = False,
     held: bool = False,
     **settings: str,
-) -> None:
+) -> QRSampler:
     """``steps`` steps of ROWS requests through the real sampler, records to ``log``.
     ``settle``: each step's records are written before the next step is sampled, as on
     an engine slower than its records thread; ``held``: each step's records wait until
-    the engine has booked its tokens, as under vLLM's V1 runner (``EmissionGate``)."""
+    the engine has booked its tokens, as under vLLM's V1 runner (``EmissionGate``).
+    Returns the sampler, closed."""
     config = QRSamplerConfig.load(
         env_file=str(tmp_path / "absent.env"),
         log_path=str(log),
@@ -54,6 +55,7 @@ def sampled_run(
         if settle:
             sampler.sink.flush()
     sampler.close()
+    return sampler
 
 
 def lines(path: Path) -> list[str]:

@@ -103,6 +103,18 @@ def test_rotation_happens_at_the_limit_and_only_between_steps(rotated):
         assert len("".join(text[:-ROWS]).encode()) < LIMIT
 
 
+def test_a_part_that_cannot_be_started_loses_its_steps_and_nothing_else(tmp_path, capsys):
+    log = tmp_path / "tokens.jsonl"
+    # The new part's manifest cannot be written: a directory stands in its place.
+    Path(part_path(str(log), 1) + MANIFEST_SUFFIX).mkdir()
+    sampler = sampled_run(tmp_path, log, STEPS, settle=True, log_rotate_mb=LIMIT_MB)
+    written = len(lines(log))
+    assert written < ROWS * STEPS
+    assert sampler.sink.lost_records == ROWS * STEPS - written
+    assert main(["verify", str(log), "--bytes", str(log.with_suffix(".bin"))]) == 0
+    assert f"checked {written} record(s)" in capsys.readouterr().out
+
+
 def test_a_new_part_names_the_old_files_last_hash(rotated):
     first = manifests(rotated[0])[0]
     assert first["previous_head"] is None
