@@ -8,9 +8,8 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
+from chain_support import ROWS, STEPS, lines, rewrite, sampled_run
 
 from qr_sampler.cli.main import main
 from qr_sampler.errors import ConfigValidationError
@@ -20,32 +19,6 @@ from qr_sampler.records.engine_files import engine_path
 from qr_sampler.records.signing import Signer, load_public_key
 from qr_sampler.sampling.sampler import QRSampler
 from qr_sampler.settings.config import QRSamplerConfig
-
-VOCAB = 200
-ROWS = 3
-STEPS = 5
-
-
-def sampled_run(tmp_path: Path, log: Path, steps: int = STEPS, **settings: str) -> None:
-    """``steps`` steps of ROWS requests through the real sampler, records to ``log``."""
-    config = QRSamplerConfig.load(
-        env_file=str(tmp_path / "absent.env"),
-        log_path=str(log),
-        bytes_path=str(log.with_suffix(".bin")),
-        **settings,
-    )
-    dp_rank = int(settings.pop("dp_rank", 0)) if "dp_rank" in settings else 0
-    sampler = QRSampler(config, dp_rank=dp_rank)
-    outputs: list[list[int]] = [[] for _ in range(ROWS)]
-    for slot in range(ROWS):
-        sampler.admit(slot, sampler.resolve({}), outputs[slot])
-    generator = torch.Generator().manual_seed(7)
-    for _ in range(steps):
-        logits = torch.randn(ROWS, VOCAB, generator=generator)
-        tokens = (sampler.sample(logits, np.arange(ROWS)) == 0).int().argmax(-1).tolist()
-        for output, token in zip(outputs, tokens, strict=True):
-            output.append(token)
-    sampler.close()
 
 
 @pytest.fixture
@@ -57,14 +30,6 @@ def log(tmp_path: Path) -> Path:
 
 def verify(log: Path, *extra: str) -> int:
     return main(["verify", str(log), "--bytes", str(log.with_suffix(".bin")), *extra])
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines(keepends=True)
-
-
-def rewrite(path: Path, new_lines: list[str]) -> None:
-    path.write_text("".join(new_lines))
 
 
 def first_problem(log: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:

@@ -17,6 +17,7 @@ from qr_sampler.analysis.collect import RUN_FIELDS, Collection
 from qr_sampler.plugins.registry import CORE_DISTRIBUTION, installed_version
 from qr_sampler.records.chain import MANIFEST_SUFFIX
 from qr_sampler.records.chain_check import check_chain
+from qr_sampler.records.parts_check import link_parts
 
 #: What stands for a fact the records do not hold.
 NOT_RECORDED = "not in these records"
@@ -86,9 +87,10 @@ def _integrity(paths: list[str]) -> str:
     signed run's signatures are left to ``verify --public-key``)."""
     if not any(os.path.exists(path + MANIFEST_SUFFIX) for path in paths):
         return NO_CHAIN
+    reports = [(path, check_chain(path)) for path in paths]
+    link_parts(reports)
     linked = 0
-    for path in paths:
-        report = check_chain(path)
+    for path, report in reports:
         if report.problems:
             return f"broken: {path}: {report.problems[0]} (run qr-sampler verify)"
         linked += report.linked

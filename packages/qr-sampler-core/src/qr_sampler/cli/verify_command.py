@@ -26,22 +26,25 @@ def add_parser(commands: Any) -> None:
         "a count of them by field, and the number checked; exits 1 if there is any. A run "
         "of several engine processes (vLLM data parallelism) wrote one records file and one "
         "archive per engine: give them all, archives in the same order as the records files; "
-        "a request id found in two files is a mismatch too. Each file's hash chain is "
-        "checked against the RECORDS.manifest and RECORDS.heads files beside it, naming the "
-        "first broken link; with --public-key, every manifest and chain head must carry a "
-        "valid signature by that key.",
+        "a request id found in two engines' files is a mismatch too. A rotated run "
+        "(QR_LOG_ROTATE_MB) wrote each engine's records and archive in parts: give every "
+        "part, in order, each with its archive part; each part must go on from the last "
+        "line of the part before. Each file's hash chain is checked against the "
+        "RECORDS.manifest and RECORDS.heads files beside it, naming the first broken link; "
+        "with --public-key, every manifest and chain head must carry a valid signature by "
+        "that key.",
     )
     parser.add_argument(
         "records",
         nargs="+",
         metavar="RECORDS",
-        help="JSON-lines files written by QR_LOG_PATH (one per engine process)",
+        help="JSON-lines files written by QR_LOG_PATH (one per engine process and part)",
     )
     parser.add_argument(
         "--bytes",
         nargs="+",
         metavar="FILE",
-        help="the archives written by QR_BYTES_PATH, one per records file",
+        help="the archives (and archive parts) written by QR_BYTES_PATH, one per records file",
     )
     parser.add_argument(
         "--public-key",
@@ -74,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         for mismatch in report.mismatches
     ]
     mismatches += [
-        f"request id {request_id!r} is in {' and '.join(paths)}: files of different runs?"
+        f"request id {request_id!r} is in {' and '.join(paths)}, files of different "
+        "engines: files of different runs?"
         for request_id, paths in sorted(run_report.shared_ids.items())
     ]
     mismatches += [
@@ -124,6 +128,9 @@ def _chain_summary(run_report: RunReport) -> str:
         f"chain: {linked} record(s) linked in {sum(r.runs for r in reports)} run(s), "
         f"{sum(r.heads for r in reports)} head(s)"
     )
+    continued = sum(report.continues is not None for report in reports)
+    if continued:
+        text += f", {continued} part(s) continuing a rotated run"
     if signatures:
         text += f", {signatures} signature(s) checked"
     if any(report.signed_unchecked for report in reports):

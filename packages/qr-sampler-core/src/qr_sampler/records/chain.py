@@ -17,6 +17,10 @@ Beside ``RECORDS`` go two JSON-lines files:
   ``QR_CHAIN_HEAD_INTERVAL_S`` has passed since the last, and on close. A head
   shows records cut from the end of the file; signed, it shows that no one but
   the key's holder wrote it.
+
+A rotated run (``parts``) goes on in a new file whose manifest, a copy of the run's,
+names the old file (``previous_file``) and the hash of its last line
+(``previous_head``).
 """
 
 from __future__ import annotations
@@ -75,20 +79,40 @@ class ChainWriter:
         self._manifests = RecordFile(records_path + MANIFEST_SUFFIX)
         self._heads = RecordFile(records_path + HEADS_SUFFIX)
         self.manifest_sha256 = ""
+        #: The run's manifest as the sampler gave it, copied into each later part's.
+        self._run_manifest: dict[str, Any] = {}
         self._prev = ""
         self._count = 0
         self._headed = 0
         self._last_head = -float("inf")
 
-    def begin(self, manifest: dict[str, Any]) -> None:
-        """Write the run's manifest; the next record links to it."""
-        previous = last_line(self.records_path)
-        manifest["previous_head"] = line_sha256(previous) if previous is not None else None
-        manifest["records_file"] = os.path.basename(self.records_path)
-        manifest["public_key"] = self.signer.public_key_hex if self.signer else None
+    def begin(self, manifest: dict[str, Any], previous_file: str | None = None) -> None:
+        """Write the run's manifest; the next record links to it. ``previous_file``:
+        the part this file continues, whose last line (rather than this file's) is
+        the previous head."""
+        self._run_manifest = dict(manifest)
+        previous = last_line(previous_file or self.records_path)
+        manifest = {
+            **manifest,
+            "previous_head": line_sha256(previous) if previous is not None else None,
+            "previous_file": os.path.basename(previous_file) if previous_file else None,
+            "records_file": os.path.basename(self.records_path),
+            "public_key": self.signer.public_key_hex if self.signer else None,
+        }
         line = entry_line(self.signer.sign(manifest) if self.signer else manifest)
         self._manifests.append(line + "\n")
         self.manifest_sha256 = self._prev = line_sha256(line)
+
+    def continued(self, records_path: str) -> ChainWriter:
+        """A writer for the run's next part, ``records_path``, its manifest written;
+        this writer is left open (close it to write the old file's last head)."""
+        writer = ChainWriter(records_path, self.signer, self.head_interval_s)
+        try:
+            writer.begin(dict(self._run_manifest), previous_file=self.records_path)
+        except BaseException:
+            writer.close()
+            raise
+        return writer
 
     def link(self, records: list[str]) -> tuple[str, str]:
         """The lines to append for ``records`` (JSON objects) and the hash of the

@@ -3,7 +3,9 @@
 Reads only the three files (and a public key when the run was signed), so a
 reviewer needs nothing from whoever ran the engine. Each problem names the first
 line where the chain stops holding and, where the file shows it, why: a line that
-is not there any more, one that moved, one that was edited or added.
+is not there any more, one that moved, one that was edited or added. A part of a
+rotated run starts from the head its first manifest names; that the head is the
+last line of the part before is checked across files (``parts_check``).
 """
 
 from __future__ import annotations
@@ -30,18 +32,31 @@ class ChainProblem:
         return f"{self.where}: {self.what}"
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A part of a rotated run: its first manifest names the part before it."""
+
+    #: The manifest's line: ``manifest line 1``.
+    where: str
+    previous_file: str
+    previous_head: str | None
+
+
 @dataclass
 class ChainReport:
     #: Records whose link to the line before holds.
     linked: int = 0
     #: Records written before records were chained (no ``prev_sha256``, no manifest).
     unchained: int = 0
+    #: Runs begun in this file (a run continued from the part before is not counted).
     runs: int = 0
     heads: int = 0
     #: Manifests and heads whose signature the given public key accepted.
     signatures: int = 0
     #: The run was signed but no public key was given, so signatures went unchecked.
     signed_unchecked: bool = False
+    #: Set where the file is a part of a rotated run after its first.
+    continues: Continuation | None = None
     problems: list[ChainProblem] = field(default_factory=list)
 
 
@@ -81,13 +96,28 @@ def check_chain(records_path: str, public_key: Ed25519PublicKey | None = None) -
     must carry its valid signature."""
     report = ChainReport()
     manifests = _entries(records_path + MANIFEST_SUFFIX, "manifest", report)
+    report.continues = _continuation(manifests)
     runs = _walk(records_path, manifests, report)
     _check_signatures(manifests, "manifest", public_key, report)
     heads = _entries(records_path + HEADS_SUFFIX, "heads", report)
     _check_heads(heads, runs, report)
     _check_signatures(heads, "heads", public_key, report)
-    report.runs, report.heads = len(runs), len(heads)
+    continued = {line_sha256(manifests[0][1])} if report.continues is not None else set()
+    report.runs = len(runs.keys() - continued)
+    report.heads = len(heads)
     return report
+
+
+def _continuation(manifests: list[tuple[int, str, dict[str, Any]]]) -> Continuation | None:
+    if not manifests or not isinstance(manifests[0][2].get("previous_file"), str):
+        return None
+    number, _, manifest = manifests[0]
+    head = manifest.get("previous_head")
+    return Continuation(
+        f"manifest line {number}",
+        manifest["previous_file"],
+        head if isinstance(head, str) else None,
+    )
 
 
 def _walk(
@@ -101,7 +131,8 @@ def _walk(
     known = {line_sha256(text): number for number, text, _ in manifests}
     runs: dict[str, _Run] = {}
     run: _Run | None = None
-    before: str | None = None
+    # A part of a rotated run goes on from the part before's last line.
+    before = report.continues.previous_head if report.continues is not None else None
     for number, line in enumerate(lines, start=1):
         digest = hashes[number - 1]
         link = _link(line)

@@ -93,5 +93,9 @@ class RecordFile:
                 os.ftruncate(self._fd, size)
             raise
 
+    def size(self) -> int:
+        """The file's size in bytes (what rotation compares with its limit)."""
+        return os.fstat(self._fd).st_size
+
     def close(self) -> None:
         os.close(self._fd)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from qr_sampler.records.chain import ChainWriter
-from qr_sampler.records.record_file import LOG_PATH_VARIABLE, RecordFile
+from qr_sampler.records.parts import last_part, part_path
+from qr_sampler.records.record_file import LOG_PATH_VARIABLE, LogPathError, RecordFile
 from qr_sampler.records.signing import Signer
 from qr_sampler.records.token_record import TokenRecord
 from qr_sampler.settings.config import SamplingOptions
@@ -39,6 +40,9 @@ class StepRecords:
     build: Callable[[], list[TokenRecord | None]]
     #: Which rows the engine kept (set by an emission gate); None keeps them all.
     kept: list[bool] | None = None
+    #: The records file part the step goes to (``parts``): the sink's ``next_part``
+    #: when the engine archived the step's bytes, into the archive part of that number.
+    part: int = 0
 
     @classmethod
     def ready(cls, records: list[TokenRecord], options: list[SamplingOptions]) -> StepRecords:
@@ -78,6 +82,12 @@ class RecordSink:
     Lines written to the file are hash-chained (``qr_sampler.records.chain``);
     ``begin_run`` writes the run's manifest, which heads the chain, and a
     ``signer`` signs the manifest and the chain heads.
+
+    With ``rotate_bytes``, once the file passes that size the run goes on in the
+    next part (``parts``). The engine has archived the bytes of the steps it handed
+    over since in the old archive part, so the sink only asks for the next part
+    (``next_part``); the first step tagged with it starts the new file, and a step's
+    records never span two files.
     """
 
     def __init__(
@@ -88,10 +98,17 @@ class RecordSink:
         *,
         signer: Signer | None = None,
         head_interval_s: float = 0.0,
+        rotate_bytes: int = 0,
     ) -> None:
         self.log_path = log_path
-        self._file = RecordFile(log_path) if log_path else None
-        self._chain = ChainWriter(log_path, signer, head_interval_s) if log_path else None
+        self.rotate_bytes = rotate_bytes
+        self._part = last_part(log_path)
+        path = part_path(log_path, self._part)
+        self._file = RecordFile(path) if log_path else None
+        self._chain = ChainWriter(path, signer, head_interval_s) if log_path else None
+        #: The part the engine archives the next step's bytes in and tags it with; the
+        #: records thread moves it on, the engine thread reads it (one int: no lock).
+        self.next_part = self._part
         self._recent: collections.deque[TokenRecord] = collections.deque(maxlen=keep_recent)
         self._lock = threading.Lock()
         self.error_interval_s = error_interval_s
@@ -136,37 +153,26 @@ class RecordSink:
         ]
         with self._lock:
             if self._file is not None and chosen:
-                self._append([record.to_json() for record, _, _ in chosen])
+                self._append([record.to_json() for record, _, _ in chosen], step.part)
             for record, full, keep in chosen:
                 if full:
                     logger.info("qr-sampler token %s", record.to_json())
                 if keep:
                     self._recent.append(record)
 
-    def _append(self, records: list[str]) -> None:
+    def _append(self, records: list[str], part: int) -> None:
         assert self._file is not None
         assert self._chain is not None
         count = len(records)
-        text, head = self._chain.link(records)
         try:
+            if part > self._part:
+                self._rotate(part)
+            text, head = self._chain.link(records)
             self._file.append(text)
-        except OSError as exc:
-            self.lost_records += count
-            self._lost_unreported += count
-            self._failing = True
-            now = time.monotonic()
-            if now - self._last_error_log >= self.error_interval_s:
-                logger.error(
-                    "qr-sampler could not write token records to %s=%r (%s): %d record(s) "
-                    "lost since the last report, %d in all; sampling goes on without them",
-                    LOG_PATH_VARIABLE,
-                    self.log_path,
-                    exc.strerror or exc,
-                    self._lost_unreported,
-                    self.lost_records,
-                )
-                self._last_error_log = now
-                self._lost_unreported = 0
+        except (OSError, LogPathError) as exc:
+            # A part that cannot be started loses the step too: its bytes are in the
+            # new archive part, which no record in the old file may point into.
+            self._lost(count, getattr(exc, "strerror", None) or str(exc))
             return
         # Lost records were never linked: the chain runs on from the last line written.
         self._chain.appended(head, count)
@@ -184,6 +190,51 @@ class RecordSink:
                 self.lost_records,
             )
             self._lost_unreported = 0
+        if self.rotate_bytes and self._file.size() >= self.rotate_bytes:
+            self.next_part = self._part + 1
+
+    def _lost(self, count: int, reason: str) -> None:
+        self.lost_records += count
+        self._lost_unreported += count
+        self._failing = True
+        now = time.monotonic()
+        if now - self._last_error_log >= self.error_interval_s:
+            logger.error(
+                "qr-sampler could not write token records to %s=%r (%s): %d record(s) "
+                "lost since the last report, %d in all; sampling goes on without them",
+                LOG_PATH_VARIABLE,
+                self.log_path,
+                reason,
+                self._lost_unreported,
+                self.lost_records,
+            )
+            self._last_error_log = now
+            self._lost_unreported = 0
+
+    def _rotate(self, part: int) -> None:
+        """Go on in ``part``: its manifest names the old file's last line, and the old
+        file's chain ends with a head of all its records."""
+        assert self._file is not None
+        assert self._chain is not None
+        path = part_path(self.log_path, part)
+        new_file = RecordFile(path)
+        try:
+            new_chain = self._chain.continued(path)
+        except BaseException:
+            new_file.close()
+            raise
+        old_file, old_chain = self._file, self._chain
+        self._file, self._chain, self._part = new_file, new_chain, part
+        old_file.close()
+        try:
+            old_chain.close()
+        except OSError as exc:
+            # The next part's manifest still names the old file's last line.
+            logger.warning(
+                "qr-sampler could not write the last chain head of %s (%s)",
+                old_chain.records_path,
+                exc.strerror or exc,
+            )
 
     def recent(self) -> list[TokenRecord]:
         """The most recent records of diagnostic-mode requests, oldest first."""

@@ -112,6 +112,7 @@ class QRSampler:
             log_path,
             signer=Signer.from_file(signing) if signing else None,
             head_interval_s=self.config.chain_head_interval_s,
+            rotate_bytes=round(self.config.log_rotate_mb * 1_000_000),
         )
         # A follower never draws, so it never connects to the entropy sources either.
         self.arms = ArmSet.from_config(self.config, self.registry, self.draws, source)
@@ -158,6 +159,8 @@ class QRSampler:
         self.workspace = Workspace()
         self.unsampled = UnsampledRows()
         self.steps = 0
+        #: The records part of the step being sampled (``RecordSink.next_part``).
+        self._part = self.sink.next_part
         #: Whether penalties are applied here: an engine that applies them before
         #: its logits processors (Model Runner V2) turns this off.
         self.applies_penalties = True
@@ -230,6 +233,8 @@ class QRSampler:
         if not active.any():
             return logits
         self.steps += 1
+        # Read once: all of the step's records and its bytes go to parts of this number.
+        self._part = self.sink.next_part
         # A greedy row (a fixed temperature below vLLM's threshold) takes its argmax:
         # no entropy is drawn for it.
         drawing = active & ~(
@@ -268,8 +273,9 @@ class QRSampler:
         results: HostCopy | None,
         start: float,
     ) -> None:
-        """Archive the step's bytes, pass its records on and count it in the summary."""
-        archived_at = self.archive.append(draw.data) if self.archive else None
+        """Archive the step's bytes, pass its records on and count it in the summary.
+        The step's bytes and records go to parts of one number (``records.parts``)."""
+        archived_at = self.archive.append(draw.data, self._part) if self.archive else None
         if results is not None:
             facts = StepFacts(
                 self.steps,
@@ -284,7 +290,9 @@ class QRSampler:
                 (time.perf_counter() - start) * 1000.0,
                 self.dp_rank,
             )
-            self.emit(step_records(facts))
+            step = step_records(facts)
+            step.part = self._part
+            self.emit(step)
         self.summary.add_step(
             int(active.sum()), draw.fallback_tokens(active), draw.fetch_ms, draw.health_failures
         )
@@ -426,11 +434,11 @@ class QRSampler:
         recorded = self._recorded(params, ended)
         options = [self.table.options[slots[row]] for row in recorded]
         identities = self.table.identities(slots, recorded, positions)
-        self.emit(
-            ended_step_records(
-                self.steps, recorded, options, identities, draw, self.end_token_id, self.dp_rank
-            )
+        step = ended_step_records(
+            self.steps, recorded, options, identities, draw, self.end_token_id, self.dp_rank
         )
+        step.part = self._part
+        self.emit(step)
         params[ended, _ACTIVE] = 0.0
         return ended
 

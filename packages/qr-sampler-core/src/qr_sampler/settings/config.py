@@ -179,6 +179,12 @@ class QRSamplerConfig(QRSettings, SamplingOptions):
         description="Seconds between chain heads written beside the records (0: after "
         "every step); one is always written on close",
     )
+    log_rotate_mb: float = Field(
+        default=0.0,
+        ge=0,
+        description="Go on in a new records file part (and bytes archive part) once the "
+        "records file passes this many MB (10^6 bytes); 0 = off",
+    )
     arms: str = Field(
         default="",
         description="Experiment arms 'name=source,...'; empty: one arm, the entropy source",
