@@ -212,3 +212,38 @@ def test_records_that_are_not_an_engine_runs_are_refused_at_start(tmp_path, orig
         ReplayEntropySource(ReplaySettings(path=str(archive), records=str(bad)))
     with pytest.raises(ConfigValidationError, match=r"QR_REPLAY_RECORDS=.*cannot be read"):
         ReplayEntropySource(ReplaySettings(path=str(archive), records=str(tmp_path / "none")))
+
+
+def test_a_rotated_run_replays_from_its_parts(tmp_path, monkeypatch):
+    """Records and archive in parts (QR_LOG_ROTATE_MB): each part's offsets count from
+    its own archive part, and the replay takes the parts, paired, in order."""
+    records, archive = tmp_path / "run.jsonl", tmp_path / "run.bin"
+    tokens = run(
+        tmp_path,
+        RUN_STEPS,
+        TAGS,
+        records,
+        bytes_path=str(archive),
+        sample_count="64",
+        log_rotate_mb="0.004",
+    )
+    record_parts = [records, *sorted(tmp_path.glob("run.part*.jsonl"))]
+    archive_parts = [archive, *sorted(tmp_path.glob("run.part*.bin"))]
+    assert len(record_parts) == len(archive_parts) > 2
+    monkeypatch.setenv("QR_REPLAY_PATH", ",".join(map(str, archive_parts)))
+    monkeypatch.setenv("QR_REPLAY_RECORDS", ",".join(map(str, record_parts)))
+    admitted = tuple(reversed(TAGS))
+    replayed = run(
+        tmp_path,
+        [(tag,) for tag in admitted for _ in range(TOKENS)],
+        admitted,
+        tmp_path / "replay.jsonl",
+        entropy_source_type="replay",
+        fallback_mode="error",
+        sample_count="64",
+    )
+    assert replayed == tokens
+    # Parts and archives that do not pair up are refused at start.
+    monkeypatch.setenv("QR_REPLAY_PATH", str(archive))
+    with pytest.raises(ConfigValidationError, match="give each records part its archive part"):
+        ReplayEntropySource()

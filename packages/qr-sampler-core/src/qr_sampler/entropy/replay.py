@@ -21,10 +21,15 @@ from qr_sampler.settings.base import QRSettings
 class ReplaySettings(QRSettings):
     model_config = SettingsConfigDict(env_prefix="QR_REPLAY_")
 
-    path: str = Field(default="", description="Archive written by QR_BYTES_PATH to serve again")
+    path: str = Field(
+        default="",
+        description="Archive written by QR_BYTES_PATH to serve again (with records: "
+        "a rotated run's parts, comma-separated)",
+    )
     records: str = Field(
         default="",
-        description="The run's records (QR_LOG_PATH): serve each token the bytes it had",
+        description="The run's records (QR_LOG_PATH; a rotated run's parts, "
+        "comma-separated): serve each token the bytes it had",
     )
 
 
@@ -45,23 +50,29 @@ class ReplayEntropySource(EntropySource):
             raise ConfigValidationError(
                 "QR_REPLAY_PATH is empty: set it to the archive a run wrote with QR_BYTES_PATH"
             )
+        self._lock = threading.Lock()
+        self._offset = self._size = 0
+        self._file: BinaryIO | None = None
+        self._book: RecordedTokens | None = None
+        if self.settings.records:
+            self._book = RecordedTokens(_listed(self.settings.records), _listed(path))
+            return
         try:
-            self._file: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - held until close
+            self._file = open(path, "rb")  # noqa: SIM115 - held until close
         except OSError as exc:
             raise ConfigValidationError(
                 f"QR_REPLAY_PATH={path!r} cannot be read: {exc.strerror}"
             ) from None
         self._size = os.fstat(self._file.fileno()).st_size
-        self._offset = 0
-        self._lock = threading.Lock()
-        self._book = RecordedTokens(self.settings.records, path) if self.settings.records else None
 
     def token_bytes(self) -> TokenBytes | None:
         return self._book
 
     def get_random_bytes(self, n: int) -> bytes:
         check_byte_count(n)
-        if self._book is not None and n:
+        if self._book is not None:
+            if not n:
+                return b""
             # In archive order these would be some other token's bytes.
             raise EntropyUnavailableError(
                 "replay by records (QR_REPLAY_RECORDS) serves bytes only to the tokens "
@@ -90,7 +101,7 @@ class ReplayEntropySource(EntropySource):
             left = self._size - self._offset
             health: dict[str, Any] = {
                 "source": self.name,
-                "healthy": self._file is not None and left > 0,
+                "healthy": self._book is not None or (self._file is not None and left > 0),
                 "path": self.settings.path,
                 "offset": self._offset,
                 "bytes_left": left,
@@ -106,3 +117,7 @@ class ReplayEntropySource(EntropySource):
                 self._file = None
         if self._book is not None:
             self._book.close()
+
+
+def _listed(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]

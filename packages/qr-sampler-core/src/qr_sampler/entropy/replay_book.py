@@ -28,6 +28,8 @@ from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
 
 
 class _Archived(NamedTuple):
+    #: Which records file (and so which archive) of the run the token is in.
+    part: int
     #: None: the run archived no bytes for this token (its archive could not be written).
     offset: int | None
     size: int
@@ -35,22 +37,33 @@ class _Archived(NamedTuple):
 
 
 class RecordedTokens(TokenBytes):
-    """The tokens of one records file and where their bytes lie in its archive."""
+    """The tokens of a run's records files and where their bytes lie in the archives:
+    one file and archive, or a rotated run's parts in order, archive k beside file k."""
 
-    def __init__(self, records_path: str, archive_path: str) -> None:
-        self.records_path = records_path
-        self.archive_path = archive_path
+    def __init__(self, records_paths: Sequence[str], archive_paths: Sequence[str]) -> None:
+        if len(records_paths) != len(archive_paths):
+            raise ConfigValidationError(
+                f"QR_REPLAY_RECORDS names {len(records_paths)} file(s) and QR_REPLAY_PATH "
+                f"{len(archive_paths)}: give each records part its archive part, in order"
+            )
+        self.records_paths = list(records_paths)
+        self.archive_paths = list(archive_paths)
         self._tokens: dict[tuple[str, int], _Archived] = {}
         self._waiting: dict[str, collections.deque[str]] = collections.defaultdict(
             collections.deque
         )
-        self._read_records()
-        try:
-            self._fd = os.open(archive_path, os.O_RDONLY)
-        except OSError as exc:
-            raise ConfigValidationError(
-                f"QR_REPLAY_PATH={archive_path!r} cannot be read: {exc.strerror}"
-            ) from None
+        self._seen: set[str] = set()
+        for part, path in enumerate(self.records_paths):
+            self._read_records(part, path)
+        self._fds: list[int] = []
+        for path in self.archive_paths:
+            try:
+                self._fds.append(os.open(path, os.O_RDONLY))
+            except OSError as exc:
+                self.close()
+                raise ConfigValidationError(
+                    f"QR_REPLAY_PATH={path!r} cannot be read: {exc.strerror}"
+                ) from None
         self._lock = threading.Lock()
 
     @property
@@ -58,14 +71,13 @@ class RecordedTokens(TokenBytes):
         """How many requests of the run are still to be claimed."""
         return sum(len(waiting) for waiting in self._waiting.values())
 
-    def _read_records(self) -> None:
+    def _read_records(self, part: int, path: str) -> None:
         try:
-            handle = open(self.records_path, encoding="utf-8")  # noqa: SIM115
+            handle = open(path, encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise ConfigValidationError(
-                f"QR_REPLAY_RECORDS={self.records_path!r} cannot be read: {exc.strerror}"
+                f"QR_REPLAY_RECORDS={path!r} cannot be read: {exc.strerror}"
             ) from None
-        seen: set[str] = set()
         with handle:
             for number, line in enumerate(handle, 1):
                 try:
@@ -74,17 +86,17 @@ class RecordedTokens(TokenBytes):
                     count = int(record["sample_count"])
                 except (ValueError, KeyError, TypeError):
                     raise ConfigValidationError(
-                        f"QR_REPLAY_RECORDS={self.records_path!r}, line {number}: not a token "
-                        "record of an engine run (QR_LOG_PATH)"
+                        f"QR_REPLAY_RECORDS={path!r}, line {number}: not a token record of "
+                        "an engine run (QR_LOG_PATH)"
                     ) from None
                 if request_id is None or position is None:
                     continue  # a token outside any request: nothing will ask for it
-                if request_id not in seen:
-                    seen.add(request_id)
+                if request_id not in self._seen:
+                    self._seen.add(request_id)
                     self._waiting[str(record.get("tag", ""))].append(request_id)
                 if count > 0:  # greedy and ended tokens drew nothing
                     self._tokens[(request_id, int(position))] = _Archived(
-                        record.get("bytes_offset"), count, record.get("entropy_sha256")
+                        part, record.get("bytes_offset"), count, record.get("entropy_sha256")
                     )
 
     def claim(self, tag: str) -> str | None:
@@ -103,7 +115,7 @@ class RecordedTokens(TokenBytes):
             archived = self._tokens.get((token.request_id, token.position))
         if archived is None:
             raise EntropyUnavailableError(
-                f"replay: the records {self.records_path!r} hold no drawn token for {where} "
+                f"replay: the run's records hold no drawn token for {where} "
                 "(a request the run did not have, or a longer one: pair replayed requests "
                 "with the run's by giving each the qr_tag it had)"
             )
@@ -116,23 +128,23 @@ class RecordedTokens(TokenBytes):
             raise EntropyUnavailableError(
                 f"replay: the run archived no bytes for {where} (bytes_offset is null)"
             )
+        archive = self.archive_paths[archived.part]
         try:
-            data = os.pread(self._fd, archived.size, archived.offset)
-        except OSError as exc:
+            data = os.pread(self._fds[archived.part], archived.size, archived.offset)
+        except (OSError, IndexError) as exc:
             raise EntropyUnavailableError(
-                f"replay: {self.archive_path!r} cannot be read ({exc.strerror})"
+                f"replay: {archive!r} cannot be read ({getattr(exc, 'strerror', 'closed')})"
             ) from None
         if len(data) != archived.size or (
             archived.sha256 is not None and hashlib.sha256(data).hexdigest() != archived.sha256
         ):
             raise EntropyUnavailableError(
-                f"replay: the bytes of {where} in {self.archive_path!r} are not the ones its "
-                "record hashed (another run's archive, or a damaged one)"
+                f"replay: the bytes of {where} in {archive!r} are not the ones its record "
+                "hashed (another run's archive, a damaged one, or parts out of order)"
             )
         return data
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            os.close(fd)
