@@ -168,10 +168,13 @@ class VllmServer(Process):
             base_url=self.base_url + "/v1", api_key="unused", timeout=180, max_retries=0
         )
 
+    def record_parts(self) -> list[Path]:
+        """The records file and, under QR_LOG_ROTATE_MB, its later parts, in order."""
+        later = sorted(self.records_path.parent.glob(f"{self.records_path.stem}.part*.jsonl"))
+        return [self.records_path, *later] if self.records_path.exists() else []
+
     def records(self) -> list[dict[str, Any]]:
-        if not self.records_path.exists():
-            return []
-        lines = self.records_path.read_text().splitlines()
+        lines = [line for part in self.record_parts() for line in part.read_text().splitlines()]
         # A line being written right now is skipped; it is read on the next call.
         return [json.loads(line) for line in lines if line.endswith("}")]
 

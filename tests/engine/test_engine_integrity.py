@@ -62,6 +62,8 @@ def signed_engine(
     settings = {
         "QR_SIGNING_KEY": str(run_dir / "run.key"),
         "QR_BYTES_PATH": str(run_dir / "bytes.bin"),
+        # About 18 records a part: the run's 96 go on over several parts.
+        "QR_LOG_ROTATE_MB": "0.02",
     }
     engine = VllmServer(tiny_model, run_dir, settings)
     try:
@@ -71,22 +73,23 @@ def signed_engine(
         engine.stop()
 
 
-def test_a_signed_run_verifies_with_the_public_key_alone(signed_engine, capsys):
+def test_a_signed_rotated_run_verifies_with_the_public_key_alone(signed_engine, capsys):
     engine, run_dir = signed_engine
     replies = concurrently(engine, 16, "A run a reviewer can check:")
     for tag, tokens in replies.items():
         records = engine.records_of(tag, at_least=len(tokens))
         assert [r["token_id"] for r in records] == tokens
-    records = str(engine.records_path)
+    parts = [str(path) for path in engine.record_parts()]
+    archives = [str(run_dir / "bytes.bin"), *map(str, sorted(run_dir.glob("bytes.part*.bin")))]
+    assert len(parts) == len(archives) > 2
     capsys.readouterr()
-    code = main(
-        ["verify", records, "--bytes", str(run_dir / "bytes.bin"),
-         "--public-key", str(run_dir / "run.pub")]
-    )  # fmt: skip
+    code = main(["verify", *parts, "--bytes", *archives, "--public-key", str(run_dir / "run.pub")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert re.search(r"chain: \d+ record\(s\) linked in 1 run\(s\)", out)
+    assert re.search(rf"chain: {CONCURRENT * 16} record\(s\) linked", out), out
+    assert f"{len(parts) - 1} part(s) continuing a rotated run" in out
     assert "signature(s) checked" in out
+    records = parts[0]
     manifest = json.loads(Path(records + ".manifest").read_text())
     assert manifest["engine"]["runner"] == "v1"
     assert manifest["engine"]["served_model_name"] == MODEL_NAME
