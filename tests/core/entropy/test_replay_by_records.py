@@ -61,24 +61,39 @@ def read(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def original_run(tmp_path: Path, **settings: str) -> tuple[dict[str, list[int]], Path, Path]:
+    """The run's tokens by tag, its records and its archive (their first parts)."""
+    records, archive = tmp_path / "run.jsonl", tmp_path / "run.bin"
+    tokens = run(
+        tmp_path, RUN_STEPS, TAGS, records, bytes_path=str(archive), sample_count="64", **settings
+    )
+    assert all(len(t) == TOKENS for t in tokens.values())
+    return tokens, records, archive
+
+
+def replayed_one_at_a_time(tmp_path: Path) -> dict[str, list[int]]:
+    """The replay's tokens: admitted the other way round, one request at a time, so
+    no step is like the run's; its records go to ``replay.jsonl``."""
+    admitted = tuple(reversed(TAGS))
+    return run(
+        tmp_path,
+        [(tag,) for tag in admitted for _ in range(TOKENS)],
+        admitted,
+        tmp_path / "replay.jsonl",
+        entropy_source_type="replay",
+        fallback_mode="error",
+        sample_count="64",
+    )
+
+
 @pytest.fixture
 def original(tmp_path: Path) -> tuple[dict[str, list[int]], Path, Path]:
     """A multi-arm run under random assignment, with a preemption."""
-    records, archive = tmp_path / "run.jsonl", tmp_path / "run.bin"
-    tokens = run(
-        tmp_path,
-        RUN_STEPS,
-        TAGS,
-        records,
-        arms="a=system,b=prng,c=system,d=prng",
-        arm_assignment="random",
-        arm_seed="5",
-        bytes_path=str(archive),
-        sample_count="64",
+    run_of = original_run(
+        tmp_path, arms="a=system,b=prng,c=system,d=prng", arm_assignment="random", arm_seed="5"
     )
-    assert all(len(t) == TOKENS for t in tokens.values())
-    assert len({r["arm"] for r in read(records)}) > 1, "choose a seed that uses several arms"
-    return tokens, records, archive
+    assert len({r["arm"] for r in read(run_of[1])}) > 1, "choose a seed that uses several arms"
+    return run_of
 
 
 def replay_settings(records: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,20 +104,8 @@ def replay_settings(records: Path, archive: Path, monkeypatch: pytest.MonkeyPatc
 def test_every_request_gets_its_tokens_back_in_other_batches(tmp_path, original, monkeypatch):
     tokens, records, archive = original
     replay_settings(records, archive, monkeypatch)
-    # Admitted the other way round, one request at a time: no step is like the run's.
-    admitted = tuple(reversed(TAGS))
-    steps = [(tag,) for tag in admitted for _ in range(TOKENS)]
+    assert replayed_one_at_a_time(tmp_path) == tokens
     replay_records = tmp_path / "replay.jsonl"
-    replayed = run(
-        tmp_path,
-        steps,
-        admitted,
-        replay_records,
-        entropy_source_type="replay",
-        fallback_mode="error",
-        sample_count="64",
-    )
-    assert replayed == tokens
     # Each replayed request took over its run's request id: records line up.
     key = ("request_id", "position", "token_id", "u", "entropy_sha256", "tag")
     before = sorted(tuple(r[k] for k in key) for r in read(records))
@@ -217,32 +220,13 @@ def test_records_that_are_not_an_engine_runs_are_refused_at_start(tmp_path, orig
 def test_a_rotated_run_replays_from_its_parts(tmp_path, monkeypatch):
     """Records and archive in parts (QR_LOG_ROTATE_MB): each part's offsets count from
     its own archive part, and the replay takes the parts, paired, in order."""
-    records, archive = tmp_path / "run.jsonl", tmp_path / "run.bin"
-    tokens = run(
-        tmp_path,
-        RUN_STEPS,
-        TAGS,
-        records,
-        bytes_path=str(archive),
-        sample_count="64",
-        log_rotate_mb="0.004",
-    )
+    tokens, records, archive = original_run(tmp_path, log_rotate_mb="0.004")
     record_parts = [records, *sorted(tmp_path.glob("run.part*.jsonl"))]
     archive_parts = [archive, *sorted(tmp_path.glob("run.part*.bin"))]
     assert len(record_parts) == len(archive_parts) > 2
     monkeypatch.setenv("QR_REPLAY_PATH", ",".join(map(str, archive_parts)))
     monkeypatch.setenv("QR_REPLAY_RECORDS", ",".join(map(str, record_parts)))
-    admitted = tuple(reversed(TAGS))
-    replayed = run(
-        tmp_path,
-        [(tag,) for tag in admitted for _ in range(TOKENS)],
-        admitted,
-        tmp_path / "replay.jsonl",
-        entropy_source_type="replay",
-        fallback_mode="error",
-        sample_count="64",
-    )
-    assert replayed == tokens
+    assert replayed_one_at_a_time(tmp_path) == tokens
     # Parts and archives that do not pair up are refused at start.
     monkeypatch.setenv("QR_REPLAY_PATH", str(archive))
     with pytest.raises(ConfigValidationError, match="give each records part its archive part"):
