@@ -117,3 +117,94 @@ def test_model_runner_v2_a_refilled_request_keeps_its_id_and_arm(random_arms):
         assert len({r["arm"] for r in records}) == 1
         assert [r["position"] for r in records] == [0, 1, 2]
     assert processor.readmissions.resumed == 1
+
+
+def test_v1_siblings_sharing_one_parameters_object_each_keep_their_identity(random_arms):
+    """vLLM gives the n children of one request without a seed one SamplingParams
+    object (ParentRequest caches it): two of them preempted together come back each
+    as itself, told apart by the output vLLM hands back."""
+    processor = QRSamplerLogitsProcessor(vllm_config(), torch.device("cpu"), False)
+    builder = BatchUpdateBuilder()
+    shared = SamplingParams(extra_args={"qr_tag": "siblings"})
+    outputs: list[list[int]] = [[] for _ in range(3)]
+    for index in range(3):
+        builder.added.append((index, shared, [1, 2], outputs[index]))
+    processor.update_state(builder.get_and_reset(3))
+    for _ in range(2):
+        book(processor, processor.apply(torch.randn(3, VOCAB)))
+    ids = [processor.sampler.table.origins[i].request_id for i in range(3)]  # type: ignore[union-attr]
+    builder.removed_append(0)
+    builder.removed_append(1)
+    processor.update_state(builder.get_and_reset(1))
+    book(processor, processor.apply(torch.randn(3, VOCAB)))
+    # Back in each other's slots, sibling 0's output as a new list (async scheduling).
+    builder.added.append((0, shared, [1, 2], outputs[1]))
+    builder.added.append((1, shared, [1, 2], list(outputs[0])))
+    processor.update_state(builder.get_and_reset(3))
+    book(processor, processor.apply(torch.randn(3, VOCAB)))
+    processor.sampler.close()
+    origins = processor.sampler.table.origins
+    assert [origins[i].request_id for i in (1, 0, 2)] == ids  # type: ignore[union-attr]
+    grouped = by_request(random_arms)
+    assert len(grouped) == 3
+    for request_id, records in grouped.items():
+        assert len({r["arm"] for r in records}) == 1
+        positions = [r["position"] for r in records]
+        assert positions == list(range(4 if request_id == ids[2] else 3))
+    assert processor.readmissions.resumed == 2
+
+
+def test_model_runner_v2_siblings_sharing_one_parameters_object_each_keep_their_identity(
+    random_arms,
+):
+    """Model Runner V2 says only that a request comes back refilled, and with how many
+    tokens: two siblings preempted at different lengths come back each as itself."""
+    states = request_states()
+    prompt_len = np.full(states.max_num_reqs, 4, dtype=np.int32)
+    prefill_len = prompt_len.copy()
+    states.prompt_len = SimpleNamespace(np=prompt_len)
+    states.prefill_len = SimpleNamespace(np=prefill_len)
+    processor = next(
+        p
+        for p in build_custom_logits_processors(vllm_config(), states, False)
+        if isinstance(p, QRSamplerLogitsProcessor)
+    )
+    shared = SamplingParams(extra_args={"qr_tag": "siblings"})
+    for slot in range(3):
+        assert processor.add_request(slot, shared) is True
+
+    def step(slots: list[int], seen: list[int]) -> None:
+        mapping = np.array(slots, dtype=np.int32)
+        processor.apply(
+            torch.randn(len(slots), VOCAB),
+            LogitsContext(
+                expanded_idx_mapping=torch.from_numpy(mapping),
+                idx_mapping=torch.from_numpy(mapping),
+                idx_mapping_np=mapping,
+                expanded_local_pos=torch.zeros(len(slots), dtype=torch.int32),
+                input_ids=torch.zeros(len(slots), dtype=torch.int32),
+                pos=torch.arange(len(slots)),
+                seq_lens_upper_bound_np=np.array(seen, dtype=np.int32),
+            ),
+        )
+
+    step([0, 1, 2], [4, 4, 4])
+    step([1, 2], [5, 5])  # sibling 0 preempted after one token
+    step([2], [6])  # sibling 1 preempted after two
+    ids = [processor.sampler.table.origins[i].request_id for i in range(3)]  # type: ignore[union-attr]
+    # Back in new slots, sibling 1 first: refilled with its prompt and its tokens.
+    prompt_len[5], prefill_len[5] = 4, 6
+    assert processor.add_request(5, shared) is True
+    prompt_len[6], prefill_len[6] = 4, 5
+    assert processor.add_request(6, shared) is True
+    step([2, 5, 6], [7, 6, 5])
+    processor.sampler.close()
+    origins = processor.sampler.table.origins
+    assert [origins[i].request_id for i in (6, 5, 2)] == ids  # type: ignore[union-attr]
+    grouped = by_request(random_arms)
+    assert len(grouped) == 3
+    for records in grouped.values():
+        assert len({r["arm"] for r in records}) == 1
+        positions = [r["position"] for r in records]
+        assert positions == list(range(len(positions)))
+    assert processor.readmissions.resumed == 2

@@ -73,12 +73,12 @@ def test_the_runners_word_decides_and_a_finished_request_is_forgotten(tmp_path):
     seat(sampler, readmissions, 0, params)
     first = sampler.table.origins[0].request_id  # type: ignore[union-attr]
     # Model Runner V2 never removes: it says whether the slot was refilled with output.
-    assert not readmissions.resume(sampler.table, 4, params, returning=False)
-    assert readmissions.resume(sampler.table, 4, params, returning=True)
+    assert not readmissions.resume(sampler.table, 4, params, refilled=0)
+    assert readmissions.resume(sampler.table, 4, params, refilled=3)
     assert sampler.table.origins[4].request_id == first  # type: ignore[union-attr]
     # Parameters that cannot be held weakly are simply not remembered.
     readmissions.remember(sampler.table, 4, 12345)
-    assert not readmissions.resume(sampler.table, 5, 12345, returning=True)
+    assert not readmissions.resume(sampler.table, 5, 12345, refilled=3)
     del params
     gc.collect()
     readmissions.left(sampler.table, 0)
@@ -119,3 +119,50 @@ def test_a_multi_arm_run_with_a_preemption_replays_token_for_token(tmp_path, mon
     monkeypatch.setenv("QR_REPLAY_PATH", str(archive))
     replayed = run(entropy_source_type="replay", fallback_mode="error")
     assert replayed == original
+
+
+def test_a_new_request_sharing_parameters_never_takes_the_seat_of_one_out_of_the_batch(
+    tmp_path,
+):
+    """vLLM's n children share one parameters object: a child admitted while its
+    sibling is preempted is new, however alike they look."""
+    sampler, readmissions = random_arms_sampler(tmp_path), Readmissions()
+    shared = Params()
+    seat(sampler, readmissions, 0, shared)
+    sampler.table.origins[0].output.extend([5, 6])  # type: ignore[union-attr]
+    first = sampler.table.origins[0].request_id  # type: ignore[union-attr]
+    readmissions.left(sampler.table, 0)
+    sampler.table.clear(0)
+    assert not readmissions.resume(sampler.table, 1, shared, [])
+    # The preempted one is known by its tokens, placeholders of tokens in flight aside.
+    assert readmissions.resume(sampler.table, 2, shared, [5, 6, -1])
+    assert sampler.table.origins[2].request_id == first  # type: ignore[union-attr]
+    sampler.close()
+
+
+def test_model_runner_v2_tells_siblings_apart_by_position_then_by_the_last_batch(tmp_path):
+    sampler, readmissions = random_arms_sampler(tmp_path), Readmissions()
+    shared = Params()
+    for slot in range(3):
+        sampler.admit(slot, sampler.resolve({}))
+        readmissions.remember(sampler.table, slot, shared)
+    ids = [sampler.table.origins[s].request_id for s in range(3)]  # type: ignore[union-attr]
+    table = sampler.table
+    table.note_batch(np.arange(3), np.array([0, 0, 0]), None)
+    table.note_batch(np.arange(3), np.array([1, 1, 1]), None)  # each next at position 2
+    # 0 and 2 preempted; 1 goes on with a prefill chunk (no token, no new position).
+    table.note_batch(np.array([1]), np.array([9]), np.array([False]))
+    # A refill with a length no sibling had is a new request.
+    assert not readmissions.resume(table, 7, shared, refilled=5)
+    # All three are at position 2; of the two out of the last batch, the first.
+    assert readmissions.resume(table, 8, shared, refilled=2)
+    assert table.origins[8].request_id == ids[0]  # type: ignore[union-attr]
+    assert table.next_position(8, table.origins[8]) == 2  # type: ignore[arg-type]
+    # A request whose slot goes to another keeps its position.
+    origin = table.origins[2]
+    assert origin is not None
+    table.put(2, sampler.resolve({}))
+    assert table.next_position(2, origin) == 2
+    assert readmissions.resume(table, 9, shared, refilled=2)
+    assert table.origins[9].request_id == ids[2]  # type: ignore[union-attr]
+    sampler.close()

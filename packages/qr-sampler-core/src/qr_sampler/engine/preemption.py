@@ -9,23 +9,28 @@ included) and prompt, and a request that comes back takes them up again.
 Neither runner hands a logits processor vLLM's request id, but both hand back the
 request's own ``SamplingParams`` object when it returns, and that object is what a
 request is known by here. It is held weakly: when vLLM lets the request go for
-good, its entry goes with it.
+good, its entry goes with it. One object may stand for several requests: vLLM
+gives the n children of a request without a seed one shared object. So each
+object keeps a list of seats, and a return is matched to one of them:
 
 - The V1 runner re-adds a preempted request through ``BatchUpdate.added`` (its
-  cached request state survives preemption; the output list may be a new one
-  under async scheduling) after removing it: a request out of the batch with the
-  same parameters object is the one coming back.
+  cached request state survives preemption) after removing it: of the seats out of
+  the batch, the one whose output list it hands back (the same list, or under async
+  scheduling a new one with the same tokens) is the one coming back.
 - Model Runner V2 re-adds it with ``add_request``, having set the slot's
-  ``prefill_len`` past its ``prompt_len`` (the output so far is refilled): only such
-  a request is taken for a return. One preempted before its first token comes
-  back as a new request, which changes nothing a record shows. Where workers get
-  their own copy of the parameters (a multi-process executor), a return is not
-  recognised on this runner.
+  ``prefill_len`` past its ``prompt_len`` by the output so far (the output is
+  refilled): of several seats, one out of the batch (not in the last one, nor
+  seated since) whose next position is that many tokens is the one coming back;
+  none, and it is admitted as new. One
+  preempted before its first token comes back as a new request, which changes
+  nothing a record shows. Where workers get their own copy of the parameters (a
+  multi-process executor), a return is not recognised on this runner.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +47,11 @@ class _Seat:
     origin: Origin
     options: SamplingOptions
     prompt: npt.NDArray[np.int64] | None
-    #: Whether the request is in the engine's batch now (only a request out of it
-    #: can come back).
+    #: Where the request sat last (Model Runner V2 never moves a request; on the V1
+    #: runner the slot goes stale and ``seated`` says instead).
+    slot: int
+    #: Whether the request is in the engine's batch now (V1 runner: only a request
+    #: out of it can come back).
     seated: bool = True
 
 
@@ -51,7 +59,7 @@ class Readmissions:
     """Remembers each admitted request so that its return takes up the same seat."""
 
     def __init__(self) -> None:
-        self._by_params: dict[int, tuple[weakref.ref[Any], _Seat]] = {}
+        self._by_params: dict[int, tuple[weakref.ref[Any], list[_Seat]]] = {}
         #: The same seats by their request's origin, for the V1 runner's removals.
         self._by_origin: dict[int, _Seat] = {}
         #: Requests that came back and kept their identity.
@@ -62,19 +70,23 @@ class Readmissions:
         origin, options = table.origins[slot], table.options[slot]
         if origin is None or options is None:
             return
-        seat = _Seat(origin, options, table.prompts[slot])
-        key, origin_key = id(params), id(origin)
+        key = id(params)
+        entry = self._by_params.get(key)
+        if entry is None or entry[0]() is not params:
 
-        def forget(_: Any) -> None:
-            self._by_params.pop(key, None)
-            self._by_origin.pop(origin_key, None)
+            def forget(_: Any) -> None:
+                gone = self._by_params.pop(key, None)
+                for seat in gone[1] if gone is not None else ():
+                    self._by_origin.pop(id(seat.origin), None)
 
-        try:
-            ref = weakref.ref(params, forget)
-        except TypeError:
-            return  # parameters that cannot be held weakly give no identity to keep
-        self._by_params[key] = (ref, seat)
-        self._by_origin[origin_key] = seat
+            try:
+                entry = (weakref.ref(params, forget), [])
+            except TypeError:
+                return  # parameters that cannot be held weakly give no identity to keep
+            self._by_params[key] = entry
+        seat = _Seat(origin, options, table.prompts[slot], slot)
+        entry[1].append(seat)
+        self._by_origin[id(origin)] = seat
 
     def left(self, table: RequestTable, slot: int) -> None:
         """The V1 runner took the request in ``slot`` out of the batch."""
@@ -90,25 +102,61 @@ class Readmissions:
         params: Any,
         output: list[int] | None = None,
         *,
-        returning: bool | None = None,
+        refilled: int | None = None,
     ) -> bool:
         """Seat a returning request in ``slot`` as it was; False if it is new.
-        ``returning``: the runner's word on whether it is a return (Model Runner V2);
-        None: a request known and out of the batch is (the V1 runner)."""
-        seat = self._returning(params, returning)
+        ``output``: the V1 runner's output list of the request; ``refilled``: Model
+        Runner V2's word on how many output tokens it came back with (0: none, new)."""
+        entry = self._by_params.get(id(params))
+        if entry is None or entry[0]() is not params:
+            return False
+        if refilled is None:
+            seat = _by_output([s for s in entry[1] if not s.seated], output)
+        else:
+            seat = _by_refill(table, entry[1], refilled) if refilled else None
         if seat is None:
             return False
         if output is not None:
             seat.origin.output = output
-        seat.seated = True
-        table.put(slot, seat.options, seat.origin, seat.prompt)
+        seat.seated, seat.slot = True, slot
+        table.put(slot, seat.options, seat.origin, seat.prompt, refilled or 0)
         self.resumed += 1
         return True
 
-    def _returning(self, params: Any, returning: bool | None) -> _Seat | None:
-        entry = self._by_params.get(id(params))
-        if entry is None or entry[0]() is not params:
-            return None
-        # Still seated: another request sharing one parameters object, not a return.
-        back = not entry[1].seated if returning is None else returning
-        return entry[1] if back else None
+
+def _by_refill(table: RequestTable, seats: list[_Seat], refilled: int) -> _Seat | None:
+    """The seat Model Runner V2's refilled request takes: the one there is, or, of
+    several sharing its parameters, one out of the batch whose next token is the
+    ``refilled``-th."""
+    if len(seats) == 1:
+        return seats[0]
+    return next(
+        (
+            s
+            for s in seats
+            if table.next_position(s.slot, s.origin) == refilled
+            and not table.in_batch(s.slot, s.origin)
+        ),
+        None,
+    )
+
+
+def _by_output(away: list[_Seat], output: Sequence[int] | None) -> _Seat | None:
+    """Of the seats out of the batch, the one the V1 runner's ``output`` belongs to: its
+    own list, else one with the same tokens (async scheduling hands back a new list,
+    in-flight placeholders aside). Without an output, only a lone seat is sure."""
+    if output is None:
+        return away[0] if len(away) == 1 else None
+    for seat in away:
+        if seat.origin.output is output:
+            return seat
+    tokens = _booked(output)
+    for seat in away:
+        if seat.origin.output is not None and _booked(seat.origin.output) == tokens:
+            return seat
+    return None
+
+
+def _booked(output: Sequence[int]) -> list[int]:
+    """The tokens of an output list, without the V1 runner's -1 placeholders."""
+    return [token for token in output if token >= 0]

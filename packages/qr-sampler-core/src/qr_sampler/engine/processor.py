@@ -260,8 +260,8 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
 
     def add_request(self, req_idx: int, sampling_params: Any) -> bool:
         table = self.sampler.table
-        returning = refilled(self.req_states, req_idx)
-        if self.readmissions.resume(table, req_idx, sampling_params, returning=returning):
+        back_with = refilled(self.req_states, req_idx)
+        if self.readmissions.resume(table, req_idx, sampling_params, refilled=back_with):
             options = table.options[req_idx]
             return options is not None and not options.bypass
         admitted = self._admit(req_idx, sampling_params)

@@ -29,15 +29,15 @@ def v2_rows(
     return kept, positions
 
 
-def refilled(req_states: Any, slot: int) -> bool:
-    """Whether the request just added to ``slot`` came back with output: Model Runner
-    V2 refills a preempted request's prompt and output so far (``prefill_len`` past
-    ``prompt_len``), set before the processors hear of it."""
+def refilled(req_states: Any, slot: int) -> int:
+    """How many output tokens the request just added to ``slot`` came back with: Model
+    Runner V2 refills a preempted request's prompt and output so far (``prefill_len``
+    past ``prompt_len``), set before the processors hear of it; 0 for a new request."""
     prefill_len = _host_array(req_states, "prefill_len")
     prompt_len = _host_array(req_states, "prompt_len")
     if prefill_len is None or prompt_len is None:
-        return False
-    return bool(prefill_len[slot] > prompt_len[slot])
+        return 0
+    return max(0, int(prefill_len[slot]) - int(prompt_len[slot]))
 
 
 def _host_array(req_states: Any, name: str) -> np.ndarray | None:

@@ -46,6 +46,9 @@ class Origin:
     request_id: str
     output: Sequence[int] | None = None
     _counted: int = field(default=0, repr=False)
+    #: The position of its next token as the engine last said (Model Runner V2), kept
+    #: here once the request has left its slot.
+    engine_position: int = field(default=0, repr=False)
 
     def position(self) -> int:
         """The position of the token being sampled, not yet counted as recorded."""

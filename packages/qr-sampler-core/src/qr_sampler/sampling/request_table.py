@@ -20,9 +20,19 @@ from qr_sampler.settings.config import NUMERIC_FIELDS, SamplingOptions
 #: the names each may take.
 CHOICE_FIELDS: tuple[str, ...] = ("signal_amplifier_type", "temperature_strategy", "arm")
 #: Flags first: whether qr-sampler samples the slot at all, and whether each of its
-#: tokens is recorded in full (logged per token or kept in memory).
-COLUMNS: tuple[str, ...] = ("active", "record", *NUMERIC_FIELDS, *CHOICE_FIELDS)
+#: tokens is recorded in full (logged per token or kept in memory); then the last
+#: batch the slot was in and, where the engine says (Model Runner V2), the position
+#: of its request's next token.
+COLUMNS: tuple[str, ...] = (
+    "active",
+    "record",
+    "batch",
+    "next_position",
+    *NUMERIC_FIELDS,
+    *CHOICE_FIELDS,
+)
 _INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_BATCH, _NEXT_POSITION = _INDEX["batch"], _INDEX["next_position"]
 
 
 class RequestTable:
@@ -40,6 +50,8 @@ class RequestTable:
         self.origins: list[Origin | None] = [None] * capacity
         #: Each request's prompt token ids, where a penalty needs them.
         self.prompts: list[npt.NDArray[np.int64] | None] = [None] * capacity
+        #: Batches seen so far (``note_batch``).
+        self.batches = 0
 
     @staticmethod
     def column(name: str) -> int:
@@ -51,9 +63,12 @@ class RequestTable:
         options: SamplingOptions,
         origin: Origin | None = None,
         prompt: npt.NDArray[np.int64] | None = None,
+        next_position: int = 0,
     ) -> None:
         self._ensure(slot)
+        self._vacate(slot)
         row = self.params[slot]
+        row[_BATCH], row[_NEXT_POSITION] = 0.0, next_position
         row[_INDEX["active"]] = 0.0 if options.bypass else 1.0
         row[_INDEX["record"]] = float(options.log_level == "full" or options.diagnostic_mode)
         for name in NUMERIC_FIELDS:
@@ -66,6 +81,7 @@ class RequestTable:
 
     def clear(self, slot: int) -> None:
         if slot < len(self.options):
+            self._vacate(slot)
             self.params[slot, _INDEX["active"]] = 0.0
             self.options[slot] = None
             self.origins[slot] = None
@@ -86,6 +102,43 @@ class RequestTable:
         self.options[a], self.options[b] = self.options[b], self.options[a]
         self.origins[a], self.origins[b] = self.origins[b], self.origins[a]
         self.prompts[a], self.prompts[b] = self.prompts[b], self.prompts[a]
+
+    def note_batch(
+        self,
+        slots: npt.NDArray[np.int64],
+        positions: npt.NDArray[np.int64] | None,
+        emitting: npt.NDArray[np.bool_] | None,
+    ) -> None:
+        """Note which slots this batch holds and, where the engine says, the position of
+        each one's next token: what tells apart requests that share one parameters
+        object when one of them comes back (``engine.preemption``)."""
+        self.batches += 1
+        self.params[slots, _BATCH] = self.batches
+        if positions is not None:
+            kept = slice(None) if emitting is None else emitting
+            self.params[slots[kept], _NEXT_POSITION] = positions[kept] + 1
+
+    def in_batch(self, slot: int, origin: Origin) -> bool:
+        """Whether ``origin``'s request is in the engine's batch as far as the table can
+        tell: it holds ``slot`` and was in the last batch, or was seated after it."""
+        return (
+            slot < len(self.origins)
+            and self.origins[slot] is origin
+            and self.params[slot, _BATCH] in (0, self.batches)
+        )
+
+    def next_position(self, slot: int, origin: Origin) -> int:
+        """The position of the next token of ``origin``'s request as the engine last said,
+        held in ``slot`` or, once the slot went to another request, by the origin."""
+        if slot < len(self.origins) and self.origins[slot] is origin:
+            return int(self.params[slot, _NEXT_POSITION])
+        return origin.engine_position
+
+    def _vacate(self, slot: int) -> None:
+        """The request leaving ``slot`` takes its engine position along."""
+        leaving = self.origins[slot]
+        if leaving is not None:
+            leaving.engine_position = int(self.params[slot, _NEXT_POSITION])
 
     def gather(
         self, slots: npt.NDArray[np.int64], emitting: npt.NDArray[np.bool_] | None = None

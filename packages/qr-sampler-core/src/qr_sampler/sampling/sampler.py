@@ -229,6 +229,7 @@ class QRSampler:
             )
         start = time.perf_counter()
         params = self.table.gather(slots, emitting)
+        self.table.note_batch(slots, positions, emitting)
         active = params[:, _ACTIVE] > 0
         if not active.any():
             return logits
