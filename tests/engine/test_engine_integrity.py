@@ -201,3 +201,34 @@ def test_a_replay_by_records_gives_every_preempted_request_its_tokens_back(
     assert {(r["request_id"], r["position"]): r["u"] for t in records.values() for r in t} == (
         by_token
     )
+
+
+def test_the_n_children_of_one_request_each_keep_their_identity_through_preemption(
+    cramped_engine,
+):
+    """The children of one ``n`` request, preempted and resumed: each still has one
+    id, one arm and its own positions, and its records are its own tokens. (Through
+    the OpenAI server each child's parameters reach the engine as a copy of their own;
+    the one object that an in-process engine shares among them is tested on vLLM's
+    own interfaces, in the contract tests.)"""
+    engine, _ = cramped_engine
+    before = preemptions(engine)
+    tag = f"siblings-{uuid.uuid4().hex[:8]}"
+    reply: Any = engine.client().completions.create(
+        model=MODEL_NAME,
+        prompt=PREEMPT_PROMPT,
+        max_tokens=LONG,
+        n=CONCURRENT,
+        extra_body={"vllm_xargs": {"qr_tag": tag}, "return_token_ids": True, "ignore_eos": True},
+    )
+    assert preemptions(engine) > before, "the KV cache was not small enough to preempt"
+    records = engine.records_of(tag, at_least=CONCURRENT * LONG)
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_id.setdefault(record["request_id"], []).append(record)
+    assert len(by_id) == CONCURRENT
+    for own in by_id.values():
+        assert len({r["arm"] for r in own}) == 1
+        assert [r["position"] for r in own] == list(range(LONG))
+    children = sorted(list(choice.token_ids) for choice in reply.choices)
+    assert sorted([r["token_id"] for r in own] for own in by_id.values()) == children

@@ -10,8 +10,9 @@ Neither runner hands a logits processor vLLM's request id, but both hand back th
 request's own ``SamplingParams`` object when it returns, and that object is what a
 request is known by here. It is held weakly: when vLLM lets the request go for
 good, its entry goes with it. One object may stand for several requests: vLLM
-gives the n children of a request without a seed one shared object. So each
-object keeps a list of seats, and a return is matched to one of them:
+gives the n children of a request without a seed one shared object (in an engine
+that runs in the caller's process; across processes each child gets a copy). So
+each object keeps a list of seats, and a return is matched to one of them:
 
 - The V1 runner re-adds a preempted request through ``BatchUpdate.added`` (its
   cached request state survives preemption) after removing it: of the seats out of
