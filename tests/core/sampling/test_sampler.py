@@ -276,7 +276,10 @@ def test_the_hot_path_copies_no_logits_to_the_host_and_does_not_loop_over_rows(
             rows,
             4096,
         )
-        for rows in (1, 64)
+        # Not 1 row: the records' rank reuses the tokens tied at the top-k threshold
+        # when every row chose that token, which one row does about once in fifty
+        # steps and eight rows never (a shortcut, not a loop over rows).
+        for rows in (8, 64)
     )
     # The same tensor operations whatever the batch size: no per-row Python loop.
     assert one.calls == many.calls
