@@ -13,11 +13,12 @@ import pytest
 import torch
 from conftest import VOCAB, book, request_states, vllm_config
 from vllm import SamplingParams
-from vllm.v1.sample.logits_processor import BatchUpdateBuilder
+from vllm.v1.sample.logits_processor import BatchUpdateBuilder, LogitsProcessors
 from vllm.v1.worker.gpu.sample.logits_processor import (
     LogitsContext,
     build_custom_logits_processors,
 )
+from vllm.v1.worker.gpu_input_batch import CachedRequestState, InputBatch
 
 from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 
@@ -207,4 +208,63 @@ def test_model_runner_v2_siblings_sharing_one_parameters_object_each_keep_their_
         assert len({r["arm"] for r in records}) == 1
         positions = [r["position"] for r in records]
         assert positions == list(range(len(positions)))
+    assert processor.readmissions.resumed == 2
+
+
+def test_v1_through_vllms_own_input_batch_every_request_keeps_its_identity(random_arms):
+    """vLLM's InputBatch builds the batch updates: a removed index is given to a request
+    added in the same update, or filled by condensing the batch, and in both cases
+    leaves the removed list. The requests that were there have left all the same, and
+    come back as themselves."""
+    processor = QRSamplerLogitsProcessor(vllm_config(), torch.device("cpu"), False)
+    batch = InputBatch(
+        max_num_reqs=8,
+        max_model_len=64,
+        max_num_batched_tokens=64,
+        device=torch.device("cpu"),
+        vocab_size=VOCAB,
+        block_sizes=[16],
+        max_num_blocks_per_req=[4],
+        logitsprocs=LogitsProcessors([processor]),
+        logitsprocs_need_output_token_ids=True,
+    )
+    states = {
+        tag: CachedRequestState(
+            req_id=tag,
+            prompt_token_ids=[1, 2],
+            mm_features=[],
+            sampling_params=SamplingParams(extra_args={"qr_tag": tag}),
+            generator=None,
+            block_ids=([0],),
+            num_computed_tokens=0,
+            output_token_ids=[],
+        )
+        for tag in "abcd"
+    }
+
+    def step() -> None:
+        batch.condense()
+        batch.refresh_metadata()
+        book(processor, processor.apply(torch.randn(batch.num_reqs, VOCAB)))
+
+    for tag in "abc":
+        batch.add_request(states[tag])
+    step()
+    step()
+    batch.remove_request("a")  # preempted: condensing moves "c" into its index
+    step()
+    batch.remove_request("b")  # preempted, and its index goes to "d" at once
+    batch.add_request(states["d"])
+    step()
+    batch.add_request(states["a"])
+    batch.add_request(states["b"])
+    step()
+    processor.sampler.close()
+    grouped = by_request(random_arms)
+    assert len(grouped) == 4
+    for records in grouped.values():
+        assert len({r["tag"] for r in records}) == 1
+        assert len({r["arm"] for r in records}) == 1
+        tag = records[0]["tag"]
+        assert [r["position"] for r in records] == list(range(len(states[tag].output_token_ids)))
     assert processor.readmissions.resumed == 2

@@ -129,14 +129,17 @@ def test_a_new_request_sharing_parameters_never_takes_the_seat_of_one_out_of_the
     sampler, readmissions = random_arms_sampler(tmp_path), Readmissions()
     shared = Params()
     seat(sampler, readmissions, 0, shared)
-    sampler.table.origins[0].output.extend([5, 6])  # type: ignore[union-attr]
-    first = sampler.table.origins[0].request_id  # type: ignore[union-attr]
+    origin = sampler.table.origins[0]
+    assert origin is not None
+    assert isinstance(origin.output, list)
+    origin.output.extend([5, 6, -1])  # the last token still in flight when it left
     readmissions.left(sampler.table, 0)
     sampler.table.clear(0)
     assert not readmissions.resume(sampler.table, 1, shared, [])
-    # The preempted one is known by its tokens, placeholders of tokens in flight aside.
-    assert readmissions.resume(sampler.table, 2, shared, [5, 6, -1])
-    assert sampler.table.origins[2].request_id == first  # type: ignore[union-attr]
+    # Async scheduling hands back a new list, the token in flight now booked: the
+    # preempted request is known by the tokens it had.
+    assert readmissions.resume(sampler.table, 2, shared, [5, 6, 7])
+    assert sampler.table.origins[2] is origin
     sampler.close()
 
 

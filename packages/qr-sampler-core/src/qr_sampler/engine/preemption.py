@@ -17,7 +17,7 @@ each object keeps a list of seats, and a return is matched to one of them:
 - The V1 runner re-adds a preempted request through ``BatchUpdate.added`` (its
   cached request state survives preemption) after removing it: of the seats out of
   the batch, the one whose output list it hands back (the same list, or under async
-  scheduling a new one with the same tokens) is the one coming back.
+  scheduling a new one that begins with its tokens) is the one coming back.
 - Model Runner V2 re-adds it with ``add_request``, having set the slot's
   ``prefill_len`` past its ``prompt_len`` by the output so far (the output is
   refilled): of several seats, one out of the batch (not in the last one, nor
@@ -144,18 +144,21 @@ def _by_refill(table: RequestTable, seats: list[_Seat], refilled: int) -> _Seat 
 
 def _by_output(away: list[_Seat], output: Sequence[int] | None) -> _Seat | None:
     """Of the seats out of the batch, the one the V1 runner's ``output`` belongs to: its
-    own list, else one with the same tokens (async scheduling hands back a new list,
-    in-flight placeholders aside). Without an output, only a lone seat is sure."""
+    own list, else the one whose tokens begin it. Async scheduling hands back a new
+    list, holding the tokens that were still -1 placeholders in the old one when the
+    request left. Without an output, only a lone seat is sure."""
     if output is None:
         return away[0] if len(away) == 1 else None
     for seat in away:
         if seat.origin.output is output:
             return seat
     tokens = _booked(output)
+    found, longest = None, -1
     for seat in away:
-        if seat.origin.output is not None and _booked(seat.origin.output) == tokens:
-            return seat
-    return None
+        mine = _booked(seat.origin.output) if seat.origin.output is not None else None
+        if mine is not None and tokens[: len(mine)] == mine and len(mine) > longest:
+            found, longest = seat, len(mine)
+    return found
 
 
 def _booked(output: Sequence[int]) -> list[int]:

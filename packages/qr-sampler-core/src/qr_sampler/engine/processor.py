@@ -244,6 +244,9 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             self.readmissions.left(table, index)
             table.clear(index)
         for index, params, prompt_ids, output_ids in batch_update.added:
+            # A request added where one was removed in the same update takes its index
+            # off the removed list: the one there has left all the same.
+            self.readmissions.left(table, index)
             # vLLM extends output_ids after every step: its length is the position, and
             # the emission gate reads it to see which sampled tokens vLLM kept. The
             # penalties read it and the prompt.
@@ -254,6 +257,9 @@ class QRSamplerLogitsProcessor(*_engine_bases()):  # type: ignore[misc]
             if direction.name == "SWAP":
                 table.swap(first, second)
             else:
+                # Condensing the batch fills a removed request's index and takes it off
+                # the removed list: the request there has left.
+                self.readmissions.left(table, second)
                 table.move(first, second)
 
     # Model Runner V2 -------------------------------------------------------
