@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from vllm.config import DeviceConfig, VllmConfig
@@ -75,6 +76,38 @@ def request_states(max_num_reqs: int = 16) -> SimpleNamespace:
         prompt_len=None,
         prefill_len=None,
         total_len=None,
+    )
+
+
+def v2_processor(states: SimpleNamespace) -> adapter.QRSamplerLogitsProcessor:
+    """The plugin's processor as Model Runner V2's loader builds it over ``states``."""
+    from vllm.v1.worker.gpu.sample.logits_processor import build_custom_logits_processors
+
+    return next(
+        p
+        for p in build_custom_logits_processors(vllm_config(), states, False)
+        if isinstance(p, adapter.QRSamplerLogitsProcessor)
+    )
+
+
+def v2_apply(processor: Any, slots: list[int], seen: list[int]) -> None:
+    """One Model Runner V2 step over request ``slots``, each row's sequence ``seen``
+    tokens long (the token being sampled included)."""
+    from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext
+
+    mapping = np.array(slots, dtype=np.int32)
+    lengths = np.array(seen, dtype=np.int32)
+    processor.apply(
+        torch.randn(len(slots), VOCAB),
+        LogitsContext(
+            expanded_idx_mapping=torch.from_numpy(mapping),
+            idx_mapping=torch.from_numpy(mapping),
+            idx_mapping_np=mapping,
+            expanded_local_pos=torch.zeros(len(slots), dtype=torch.int32),
+            input_ids=torch.zeros(len(slots), dtype=torch.int32),
+            pos=torch.from_numpy(lengths - 1),
+            seq_lens_upper_bound_np=lengths,
+        ),
     )
 
 

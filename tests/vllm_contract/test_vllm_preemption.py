@@ -11,13 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import VOCAB, book, request_states, vllm_config
+from conftest import VOCAB, book, request_states, v2_apply, v2_processor, vllm_config
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdateBuilder, LogitsProcessors
-from vllm.v1.worker.gpu.sample.logits_processor import (
-    LogitsContext,
-    build_custom_logits_processors,
-)
 from vllm.v1.worker.gpu_input_batch import CachedRequestState, InputBatch
 
 from qr_sampler.engine.processor import QRSamplerLogitsProcessor
@@ -73,44 +69,31 @@ def test_v1_a_preempted_request_comes_back_with_its_id_arm_and_positions(random_
     assert processor.readmissions.resumed == 2
 
 
-def test_model_runner_v2_a_refilled_request_keeps_its_id_and_arm(random_arms):
+def refillable() -> tuple[QRSamplerLogitsProcessor, np.ndarray, np.ndarray]:
+    """A Model Runner V2 processor over request state whose host prompt and prefill
+    lengths (4 tokens of prompt in every slot) a test sets, as a refill would."""
     states = request_states()
     prompt_len = np.full(states.max_num_reqs, 4, dtype=np.int32)
     prefill_len = prompt_len.copy()
     states.prompt_len = SimpleNamespace(np=prompt_len)
     states.prefill_len = SimpleNamespace(np=prefill_len)
-    processor = next(
-        p
-        for p in build_custom_logits_processors(vllm_config(), states, False)
-        if isinstance(p, QRSamplerLogitsProcessor)
-    )
+    return v2_processor(states), prompt_len, prefill_len
+
+
+def test_model_runner_v2_a_refilled_request_keeps_its_id_and_arm(random_arms):
+    processor, prompt_len, prefill_len = refillable()
     requests = [SamplingParams(extra_args={"qr_tag": f"r{i}"}) for i in range(REQUESTS)]
     for slot, params in enumerate(requests):
         assert processor.add_request(slot, params) is True
 
-    def step(slots: list[int], seen: list[int]) -> None:
-        mapping = np.array(slots, dtype=np.int32)
-        processor.apply(
-            torch.randn(len(slots), VOCAB),
-            LogitsContext(
-                expanded_idx_mapping=torch.from_numpy(mapping),
-                idx_mapping=torch.from_numpy(mapping),
-                idx_mapping_np=mapping,
-                expanded_local_pos=torch.zeros(len(slots), dtype=torch.int32),
-                input_ids=torch.zeros(len(slots), dtype=torch.int32),
-                pos=torch.arange(len(slots)),
-                seq_lens_upper_bound_np=np.array(seen, dtype=np.int32),
-            ),
-        )
-
     every = list(range(REQUESTS))
-    step(every, [4] * REQUESTS)
-    step(every, [5] * REQUESTS)
+    v2_apply(processor, every, [4] * REQUESTS)
+    v2_apply(processor, every, [5] * REQUESTS)
     # Request 2 is preempted after two tokens and comes back in slot 9, refilled with
     # its prompt and those tokens.
     prompt_len[9], prefill_len[9] = 4, 6
     assert processor.add_request(9, requests[2]) is True
-    step([0, 1, 9, 3, 4, 5], [6] * REQUESTS)
+    v2_apply(processor, [0, 1, 9, 3, 4, 5], [6] * REQUESTS)
     processor.sampler.close()
     grouped = by_request(random_arms)
     assert len(grouped) == REQUESTS
@@ -160,45 +143,21 @@ def test_model_runner_v2_siblings_sharing_one_parameters_object_each_keep_their_
 ):
     """Model Runner V2 says only that a request comes back refilled, and with how many
     tokens: two siblings preempted at different lengths come back each as itself."""
-    states = request_states()
-    prompt_len = np.full(states.max_num_reqs, 4, dtype=np.int32)
-    prefill_len = prompt_len.copy()
-    states.prompt_len = SimpleNamespace(np=prompt_len)
-    states.prefill_len = SimpleNamespace(np=prefill_len)
-    processor = next(
-        p
-        for p in build_custom_logits_processors(vllm_config(), states, False)
-        if isinstance(p, QRSamplerLogitsProcessor)
-    )
+    processor, prompt_len, prefill_len = refillable()
     shared = SamplingParams(extra_args={"qr_tag": "siblings"})
     for slot in range(3):
         assert processor.add_request(slot, shared) is True
 
-    def step(slots: list[int], seen: list[int]) -> None:
-        mapping = np.array(slots, dtype=np.int32)
-        processor.apply(
-            torch.randn(len(slots), VOCAB),
-            LogitsContext(
-                expanded_idx_mapping=torch.from_numpy(mapping),
-                idx_mapping=torch.from_numpy(mapping),
-                idx_mapping_np=mapping,
-                expanded_local_pos=torch.zeros(len(slots), dtype=torch.int32),
-                input_ids=torch.zeros(len(slots), dtype=torch.int32),
-                pos=torch.arange(len(slots)),
-                seq_lens_upper_bound_np=np.array(seen, dtype=np.int32),
-            ),
-        )
-
-    step([0, 1, 2], [4, 4, 4])
-    step([1, 2], [5, 5])  # sibling 0 preempted after one token
-    step([2], [6])  # sibling 1 preempted after two
+    v2_apply(processor, [0, 1, 2], [4, 4, 4])
+    v2_apply(processor, [1, 2], [5, 5])  # sibling 0 preempted after one token
+    v2_apply(processor, [2], [6])  # sibling 1 preempted after two
     ids = [processor.sampler.table.origins[i].request_id for i in range(3)]  # type: ignore[union-attr]
     # Back in new slots, sibling 1 first: refilled with its prompt and its tokens.
     prompt_len[5], prefill_len[5] = 4, 6
     assert processor.add_request(5, shared) is True
     prompt_len[6], prefill_len[6] = 4, 5
     assert processor.add_request(6, shared) is True
-    step([2, 5, 6], [7, 6, 5])
+    v2_apply(processor, [2, 5, 6], [7, 6, 5])
     processor.sampler.close()
     origins = processor.sampler.table.origins
     assert [origins[i].request_id for i in (6, 5, 2)] == ids  # type: ignore[union-attr]

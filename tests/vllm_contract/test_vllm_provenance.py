@@ -8,15 +8,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from conftest import VOCAB, request_states, vllm_config
+from conftest import VOCAB, request_states, v2_apply, v2_processor, vllm_config
 from test_vllm_sampler import metadata
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdateBuilder, build_logitsprocs
 from vllm.v1.sample.sampler import Sampler
-from vllm.v1.worker.gpu.sample.logits_processor import (
-    LogitsContext,
-    build_custom_logits_processors,
-)
 
 from qr_sampler.engine.processor import QRSamplerLogitsProcessor
 from qr_sampler.records.verify import verify
@@ -90,29 +86,12 @@ def test_model_runner_v2_positions_come_from_sequence_and_prompt_lengths(tmp_pat
     states = request_states()
     # What vLLM's RequestState holds on the host: the prompt length of every slot.
     states.prompt_len = SimpleNamespace(np=np.zeros(16, dtype=np.int32))
-    processor = next(
-        p
-        for p in build_custom_logits_processors(vllm_config(), states, False)
-        if isinstance(p, QRSamplerLogitsProcessor)
-    )
+    processor = v2_processor(states)
     states.prompt_len.np[[3, 6]] = [5, 4]
     processor.add_request(3, SamplingParams())
     processor.add_request(6, SamplingParams())
-    slots = np.array([6, 3], dtype=np.int32)
     for step in range(2):  # slot 6 resumes after preemption with 3 tokens of output
-        seen = np.array([7 + step, 5 + step], dtype=np.int32)
-        processor.apply(
-            torch.randn(2, VOCAB),
-            LogitsContext(
-                expanded_idx_mapping=torch.from_numpy(slots),
-                idx_mapping=torch.from_numpy(slots),
-                idx_mapping_np=slots,
-                expanded_local_pos=torch.zeros(2, dtype=torch.int32),
-                input_ids=torch.zeros(2, dtype=torch.int32),
-                pos=torch.from_numpy(seen - 1),
-                seq_lens_upper_bound_np=seen,
-            ),
-        )
+        v2_apply(processor, [6, 3], [7 + step, 5 + step])
     processor.sampler.close()
     written = records(tmp_path / "t.jsonl")
     assert [r["position"] for r in written] == [3, 0, 4, 1]
