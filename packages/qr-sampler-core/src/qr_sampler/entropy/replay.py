@@ -16,6 +16,7 @@ from qr_sampler.entropy.base import EntropySource, TokenBytes, check_byte_count
 from qr_sampler.entropy.replay_book import RecordedTokens
 from qr_sampler.errors import ConfigValidationError, EntropyUnavailableError
 from qr_sampler.settings.base import QRSettings
+from qr_sampler.settings.names import comma_list
 
 
 class ReplaySettings(QRSettings):
@@ -55,7 +56,7 @@ class ReplayEntropySource(EntropySource):
         self._file: BinaryIO | None = None
         self._book: RecordedTokens | None = None
         if self.settings.records:
-            self._book = RecordedTokens(_listed(self.settings.records), _listed(path))
+            self._book = RecordedTokens(comma_list(self.settings.records), comma_list(path))
             return
         try:
             self._file = open(path, "rb")  # noqa: SIM115 - held until close
@@ -117,7 +118,3 @@ class ReplayEntropySource(EntropySource):
                 self._file = None
         if self._book is not None:
             self._book.close()
-
-
-def _listed(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]

@@ -13,7 +13,7 @@ from qr_sampler.plugins.registry import (
 )
 from qr_sampler.settings.arm_spec import parse_arms
 from qr_sampler.settings.config import QRSamplerConfig, too_few_bytes
-from qr_sampler.settings.names import did_you_mean
+from qr_sampler.settings.names import comma_list, did_you_mean
 
 
 def unknown_name(variable: str, value: str, known: Mapping[str, object], what: str) -> str:
@@ -99,8 +99,9 @@ def missing_source(name: str, registry: Registry, variable: str = "QR_ENTROPY_SO
         plugins = ", ".join(
             f"{point.name} ({point.dist.name})" if point.dist else point.name for point in left_out
         )
-        allowed = [part.strip() for part in written.split(",") if part.strip()]
-        hints = "".join(did_you_mean(part, [point.name for point in left_out]) for part in allowed)
+        hints = "".join(
+            did_you_mean(part, [point.name for point in left_out]) for part in comma_list(written)
+        )
         message += (
             f"; {LOAD_PLUGINS_VARIABLE}={written!r} leaves out the installed plugin(s) "
             f"{plugins}{hints}: list the one that provides it, or unset {LOAD_PLUGINS_VARIABLE}"

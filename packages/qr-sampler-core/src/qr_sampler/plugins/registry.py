@@ -21,6 +21,7 @@ import pluggy
 
 from qr_sampler.errors import PluginError
 from qr_sampler.plugins import hookspecs
+from qr_sampler.settings.names import comma_list
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _allowed_plugins() -> set[str] | None:
     raw = os.environ.get(LOAD_PLUGINS_VARIABLE)
     if raw is None:
         return None
-    return {name.strip() for name in raw.split(",") if name.strip()}
+    return set(comma_list(raw))
 
 
 def _strict() -> bool:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 
+from qr_sampler.settings.names import comma_list
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def parse_arms(value: str) -> tuple[tuple[str, str], ...]:
     """(arm, source) pairs in the order given; ``ValueError`` saying what is wrong."""
     arms: list[tuple[str, str]] = []
-    for item in filter(None, (part.strip() for part in value.split(","))):
+    for item in comma_list(value):
         name, sep, source = (text.strip() for text in item.partition("="))
         if not sep or not source:
             raise ValueError(f"{item!r} is not name=source, e.g. 'qrng=quantum_grpc,control=prng'")
