@@ -22,10 +22,10 @@ each object keeps a list of seats, and a return is matched to one of them:
   ``prefill_len`` past its ``prompt_len`` by the output so far (the output is
   refilled): of several seats, one out of the batch (not in the last one, nor
   seated since) whose next position is that many tokens is the one coming back;
-  none, and it is admitted as new. One
-  preempted before its first token comes back as a new request, which changes
-  nothing a record shows. Where workers get their own copy of the parameters (a
-  multi-process executor), a return is not recognised on this runner.
+  none, and it is admitted as new. One preempted before its first token comes back
+  as a new request, which changes nothing a record shows. Where workers get their
+  own copy of the parameters (a multi-process executor), a return is not
+  recognised on this runner.
 """
 
 from __future__ import annotations

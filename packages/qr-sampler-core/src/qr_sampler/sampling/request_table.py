@@ -106,17 +106,16 @@ class RequestTable:
     def note_batch(
         self,
         slots: npt.NDArray[np.int64],
-        positions: npt.NDArray[np.int64] | None,
+        positions: npt.NDArray[np.int64],
         emitting: npt.NDArray[np.bool_] | None,
     ) -> None:
-        """Note which slots this batch holds and, where the engine says, the position of
-        each one's next token: what tells apart requests that share one parameters
-        object when one of them comes back (``engine.preemption``)."""
+        """Note which slots this batch holds and the position of each one's next token,
+        as the engine says them (Model Runner V2): what tells apart requests that share
+        one parameters object when one of them comes back (``engine.preemption``)."""
         self.batches += 1
         self.params[slots, _BATCH] = self.batches
-        if positions is not None:
-            kept = slice(None) if emitting is None else emitting
-            self.params[slots[kept], _NEXT_POSITION] = positions[kept] + 1
+        kept = slice(None) if emitting is None else emitting
+        self.params[slots[kept], _NEXT_POSITION] = positions[kept] + 1
 
     def in_batch(self, slot: int, origin: Origin) -> bool:
         """Whether ``origin``'s request is in the engine's batch as far as the table can

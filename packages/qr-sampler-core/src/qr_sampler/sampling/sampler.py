@@ -229,7 +229,8 @@ class QRSampler:
             )
         start = time.perf_counter()
         params = self.table.gather(slots, emitting)
-        self.table.note_batch(slots, positions, emitting)
+        if positions is not None:  # only Model Runner V2 needs the batch noted
+            self.table.note_batch(slots, positions, emitting)
         active = params[:, _ACTIVE] > 0
         if not active.any():
             return logits
